@@ -1,0 +1,41 @@
+# normtext: `make book` builds the book, `make test` runs every test.
+# Both create the virtual environment from requirements.txt first, when it is
+# missing or older than requirements.txt / pyproject.toml.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+# Results of long training runs are cached here, keyed by configuration and code.
+export NORMTEXT_CACHE ?= $(CURDIR)/_build/normtext-cache
+export MPLBACKEND ?= Agg
+export PYTHONHASHSEED = 0
+
+.PHONY: book test unit notebooks quick-book clean env
+
+env: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install --no-deps -e .
+	touch $(STAMP)
+
+# The book with the full experiments, every notebook executed (cached by jupyter-cache).
+book: $(STAMP)
+	$(BIN)/jupyter-book build . -W --keep-going
+
+# The book with the quick experiments (NORMTEXT_QUICK=1), as CI builds it.
+quick-book: $(STAMP)
+	NORMTEXT_QUICK=1 $(BIN)/jupyter-book build . -W --keep-going
+
+# Unit tests plus every notebook run by nbval, in quick mode.
+test: $(STAMP)
+	NORMTEXT_QUICK=1 $(BIN)/python -m pytest tests book --nbval-lax --nbval-current-env -p no:randomly -q
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests -q
+
+clean:
+	rm -rf _build

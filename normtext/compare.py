@@ -1,0 +1,292 @@
+"""The comparison harness: one call checks a from-scratch layer against a built-in.
+
+:func:`compare_layers` runs two layers side by side on the same inputs and
+parameters for several training steps, then in evaluation mode, and compares
+
+* the output, the input gradient and the gamma/beta gradients of every step,
+* the running statistics after the steps,
+* the evaluation-mode output.
+
+It returns a :class:`Comparison` (a table of max absolute and relative errors,
+each against an explicit tolerance) and raises :class:`ToleranceError` when a
+tolerance is exceeded. The book prints the table; the tests assert it.
+
+Layers from any framework take part through a small adapter
+(:class:`TorchLayer`, :class:`GluonLayer`, :class:`ReferenceBatchNorm`) that
+speaks NumPy float64 arrays.
+
+Tolerances
+----------
+Each quantity is a reduction over the ``m`` elements that one statistic is
+taken over, followed by a few elementwise operations. With rounding errors of
+random sign, the error of such a sum grows like ``eps * sqrt(m)`` relative to
+its magnitude, so the tolerance on ``max|got - want| / max|want|`` is
+
+    tol = TOLERANCE_FACTOR * finfo(dtype).eps * sqrt(m)
+
+with ``TOLERANCE_FACTOR = 16`` covering the handful of operations per element
+(subtract, square, rsqrt, multiply, add) and the two rounding of inputs. It is
+fixed here, before any comparison, and is the same for every norm.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from . import numpy as reference
+from .spec import BATCH_NORM, NormSpec
+
+TOLERANCE_FACTOR = 16.0
+
+_EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.float32).eps),
+        "float16": float(np.finfo(np.float16).eps), "bfloat16": 2.0 ** -7}
+
+QUANTITIES = ("output", "input grad", "gamma grad", "beta grad",
+              "running_mean", "running_var", "eval output")
+
+
+def tolerance(dtype: str, m: int) -> float:
+    """The relative tolerance for a quantity reduced over ``m`` elements in ``dtype``."""
+    return TOLERANCE_FACTOR * _EPS[dtype] * math.sqrt(max(m, 1))
+
+
+class ToleranceError(AssertionError):
+    """A compared quantity differs by more than its tolerance."""
+
+
+@dataclass
+class Comparison:
+    """Max absolute and relative errors per quantity, with the tolerance each was held to."""
+
+    candidate: str
+    reference: str
+    dtype: str
+    rows: List[dict] = field(default_factory=list)
+
+    def add(self, quantity: str, got: np.ndarray, want: np.ndarray, tol: float) -> None:
+        got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+        if got.shape != want.shape:
+            raise ToleranceError(f"{quantity}: shape {got.shape} != {want.shape}")
+        abs_err = float(np.max(np.abs(got - want))) if got.size else 0.0
+        scale = float(np.max(np.abs(want))) if want.size else 0.0
+        rel_err = abs_err / scale if scale > 0 else (0.0 if abs_err == 0 else math.inf)
+        ok = bool(np.isfinite(got).all() and rel_err <= tol)
+        for row in self.rows:  # several steps: keep the worst of each quantity
+            if row["quantity"] == quantity:
+                if rel_err > row["max rel err"] or not ok:
+                    row.update({"max abs err": abs_err, "max rel err": rel_err, "ok": ok and row["ok"]})
+                return
+        self.rows.append({"quantity": quantity, "max abs err": abs_err, "max rel err": rel_err,
+                          "tolerance": tol, "ok": ok})
+
+    @property
+    def ok(self) -> bool:
+        return all(r["ok"] for r in self.rows)
+
+    @property
+    def table(self):
+        import pandas as pd
+        return pd.DataFrame(self.rows).set_index("quantity")
+
+    def assert_ok(self) -> "Comparison":
+        bad = [r for r in self.rows if not r["ok"]]
+        if bad:
+            lines = ", ".join(f"{r['quantity']}: rel err {r['max rel err']:.3g} > tol "
+                              f"{r['tolerance']:.3g}" for r in bad)
+            raise ToleranceError(f"{self.candidate} vs {self.reference} ({self.dtype}): {lines}")
+        return self
+
+    def __str__(self) -> str:
+        head = f"{self.candidate} vs {self.reference} ({self.dtype})"
+        body = "\n".join(f"  {r['quantity']:<13} abs {r['max abs err']:.2e}  rel "
+                         f"{r['max rel err']:.2e}  tol {r['tolerance']:.1e}  "
+                         f"{'ok' if r['ok'] else 'FAIL'}" for r in self.rows)
+        return f"{head}\n{body}"
+
+    def _repr_html_(self) -> str:
+        caption = f"<b>{self.candidate}</b> vs <b>{self.reference}</b> ({self.dtype})"
+        return caption + self.table.to_html(float_format=lambda v: f"{v:.2e}")
+
+
+# --- adapters: every layer speaks float64 NumPy to the harness ----------------------
+
+class TorchLayer:
+    """A ``torch.nn`` module (ours or PyTorch's) seen by the harness."""
+
+    def __init__(self, module, name: Optional[str] = None, device: str = "cpu"):
+        import torch
+        self.torch, self.module, self.device = torch, module.to(device), device
+        self.dtype = next(iter(module.parameters()), None)
+        self.name = name or f"{type(module).__module__.split('.')[0]}.{type(module).__name__}"
+
+    def set_state(self, params: Dict[str, np.ndarray]) -> None:
+        names = {"gamma": "weight", "beta": "bias",
+                 "running_mean": "running_mean", "running_var": "running_var"}
+        with self.torch.no_grad():
+            for key, value in params.items():
+                t = getattr(self.module, names[key], None)
+                if t is not None:
+                    t.copy_(self.torch.as_tensor(value))
+
+    def _tensor(self, a, dtype):
+        return self.torch.tensor(a, dtype=getattr(self.torch, dtype), device=self.device)
+
+    def train_step(self, x, dy, dtype: str) -> Dict[str, np.ndarray]:
+        self.module.train()
+        self.module.zero_grad(set_to_none=True)
+        xt = self._tensor(x, dtype).requires_grad_(True)
+        y = self.module(xt)
+        y.backward(self._tensor(dy, dtype))
+        out = {"output": y, "input grad": xt.grad}
+        if getattr(self.module, "weight", None) is not None:
+            out["gamma grad"] = self.module.weight.grad
+        if getattr(self.module, "bias", None) is not None:
+            out["beta grad"] = self.module.bias.grad
+        return {k: _np(v) for k, v in out.items()}
+
+    def running_stats(self) -> Dict[str, np.ndarray]:
+        return {k: _np(getattr(self.module, k)) for k in ("running_mean", "running_var")
+                if getattr(self.module, k, None) is not None}
+
+    def eval_output(self, x, dtype: str) -> np.ndarray:
+        self.module.eval()
+        with self.torch.no_grad():
+            return _np(self.module(self._tensor(x, dtype)))
+
+
+class GluonLayer:
+    """An MXNet Gluon block (ours or Gluon's) seen by the harness; initialize it first."""
+
+    def __init__(self, block, name: Optional[str] = None, ctx=None):
+        import mxnet as mx
+        self.mx, self.block = mx, block
+        self.ctx = ctx or mx.cpu()
+        self.name = name or f"{type(block).__module__.split('.')[0]}.{type(block).__name__}"
+
+    def set_state(self, params: Dict[str, np.ndarray]) -> None:
+        for key, value in params.items():
+            p = getattr(self.block, key, None)
+            if p is not None:
+                p.set_data(self.mx.nd.array(value, ctx=self.ctx, dtype=p.dtype))
+
+    def train_step(self, x, dy, dtype: str) -> Dict[str, np.ndarray]:
+        nd, autograd = self.mx.nd, self.mx.autograd
+        xn = nd.array(x, ctx=self.ctx, dtype=dtype)
+        xn.attach_grad()
+        with autograd.record():
+            y = self.block(xn)
+        y.backward(nd.array(dy, ctx=self.ctx, dtype=dtype))
+        out = {"output": y, "input grad": xn.grad}
+        for key, name in (("gamma", "gamma grad"), ("beta", "beta grad")):
+            p = getattr(self.block, key, None)
+            if p is not None and p.grad_req != "null":
+                out[name] = p.grad(self.ctx)
+        return {k: v.asnumpy().astype(np.float64) for k, v in out.items()}
+
+    def running_stats(self) -> Dict[str, np.ndarray]:
+        return {k: getattr(self.block, k).data(self.ctx).asnumpy().astype(np.float64)
+                for k in ("running_mean", "running_var")}
+
+    def eval_output(self, x, dtype: str) -> np.ndarray:
+        y = self.block(self.mx.nd.array(x, ctx=self.ctx, dtype=dtype))  # not recording: eval
+        return y.asnumpy().astype(np.float64)
+
+
+class ReferenceBatchNorm:
+    """The float64 NumPy BatchNorm with state, in PyTorch's or Gluon's convention."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 convention: str = "torch", affine: bool = True):
+        if convention not in ("torch", "mxnet"):
+            raise ValueError(f"convention must be 'torch' or 'mxnet', got {convention!r}")
+        self.name = f"float64 reference ({convention} convention)"
+        self.eps, self.convention, self.affine = eps, convention, affine
+        # Gluon's momentum weighs the old value: convert to the weight of the new batch
+        self.new_batch_weight = momentum if convention == "torch" else 1.0 - momentum
+        self.state = {"gamma": np.ones(num_features), "beta": np.zeros(num_features),
+                      "running_mean": np.zeros(num_features), "running_var": np.ones(num_features)}
+
+    def set_state(self, params: Dict[str, np.ndarray]) -> None:
+        self.state.update({k: np.asarray(v, np.float64) for k, v in params.items()})
+
+    def _forward(self, x, training):
+        s = self.state
+        return reference.batch_norm(
+            x, s["running_mean"], s["running_var"], s["gamma"] if self.affine else None,
+            s["beta"] if self.affine else None, training=training,
+            momentum=self.new_batch_weight, eps=self.eps,
+            unbiased_running_var=self.convention == "torch")
+
+    def train_step(self, x, dy, dtype: str) -> Dict[str, np.ndarray]:
+        res = self._forward(x, training=True)
+        self.state["running_mean"], self.state["running_var"] = res.running_mean, res.running_var
+        dx, dgamma, dbeta = reference.batch_norm_backward(dy, res.cache)
+        out = {"output": res.y, "input grad": dx}
+        if self.affine:
+            out.update({"gamma grad": dgamma, "beta grad": dbeta})
+        return out
+
+    def running_stats(self) -> Dict[str, np.ndarray]:
+        return {k: self.state[k] for k in ("running_mean", "running_var")}
+
+    def eval_output(self, x, dtype: str) -> np.ndarray:
+        return self._forward(x, training=False).y
+
+
+def _np(t) -> np.ndarray:
+    return t.detach().to("cpu").double().numpy()
+
+
+def _round_to(x: np.ndarray, dtype: str) -> np.ndarray:
+    """x as the candidate sees it after the cast to ``dtype``, back in float64."""
+    if dtype == "bfloat16":
+        import torch
+        return torch.tensor(x).to(torch.bfloat16).double().numpy()
+    return x.astype(dtype).astype(np.float64)
+
+
+def compare_layers(candidate, reference_layer, shape: Sequence[int], *, steps: int = 3,
+                   dtype: str = "float32", seed: int = 0, loc: float = 0.0, scale: float = 1.0,
+                   spec: NormSpec = BATCH_NORM, k: int = 1, check: bool = True) -> Comparison:
+    """Run two layers side by side and compare everything they compute.
+
+    Args:
+        candidate, reference_layer: adapters (:class:`TorchLayer`,
+            :class:`GluonLayer`, :class:`ReferenceBatchNorm`) around layers with
+            the same number of channels; their parameters are set to the same
+            random gamma and beta first.
+        shape: the input shape ``(N, C, *)``.
+        steps: training steps (each: forward, backward with a random output
+            gradient, running-statistics update) before the evaluation pass.
+        dtype: the dtype the layers compute in; it decides the tolerance.
+        loc, scale: the inputs are ``normal(loc, scale)``.
+        spec, k: the norm, to size the tolerance by its reduction size.
+        check: raise :class:`ToleranceError` when a tolerance is exceeded.
+    """
+    rng = np.random.default_rng(seed)
+    channels = shape[1]
+    init = {"gamma": rng.uniform(0.5, 1.5, channels), "beta": rng.normal(0, 1, channels)}
+    for layer in (candidate, reference_layer):
+        layer.set_state(init)
+    m = spec.reduction_size(shape, k)
+    tol = tolerance(dtype, m)
+    result = Comparison(candidate.name, reference_layer.name, dtype)
+    for _ in range(steps):
+        x = _round_to(rng.normal(loc, scale, shape), dtype)
+        dy = _round_to(rng.normal(0, 1, shape), dtype)
+        got, want = candidate.train_step(x, dy, dtype), reference_layer.train_step(x, dy, dtype)
+        for q in QUANTITIES:
+            if q in got or q in want:
+                if q not in got or q not in want:
+                    raise ToleranceError(f"{q}: computed by only one of the two layers")
+                result.add(q, got[q], want[q], tol)
+    got, want = candidate.running_stats(), reference_layer.running_stats()
+    for q in ("running_mean", "running_var"):
+        if q in want:
+            result.add(q, got[q], want[q], tol)
+    x = _round_to(rng.normal(loc, scale, shape), dtype)
+    result.add("eval output", candidate.eval_output(x, dtype), reference_layer.eval_output(x, dtype), tol)
+    return result.assert_ok() if check else result
