@@ -114,22 +114,31 @@ class Comparison:
 # --- adapters: every layer speaks float64 NumPy to the harness ----------------------
 
 class TorchLayer:
-    """A ``torch.nn`` module (ours or PyTorch's) seen by the harness."""
+    """A ``torch.nn`` module (ours or PyTorch's) seen by the harness.
 
-    def __init__(self, module, name: Optional[str] = None, device: str = "cpu"):
+    ``names`` maps the harness's names (gamma, beta, running_mean, running_var)
+    to the module's attributes; the default is PyTorch's (weight, bias, ...).
+    """
+
+    TORCH_NAMES = {"gamma": "weight", "beta": "bias",
+                   "running_mean": "running_mean", "running_var": "running_var"}
+
+    def __init__(self, module, name: Optional[str] = None, device: str = "cpu",
+                 names: Optional[Dict[str, str]] = None):
         import torch
         self.torch, self.module, self.device = torch, module.to(device), device
-        self.dtype = next(iter(module.parameters()), None)
+        self.names = names or self.TORCH_NAMES
         self.name = name or f"{type(module).__module__.split('.')[0]}.{type(module).__name__}"
 
+    def _get(self, key):
+        return getattr(self.module, self.names[key], None)
+
     def set_state(self, params: Dict[str, np.ndarray]) -> None:
-        names = {"gamma": "weight", "beta": "bias",
-                 "running_mean": "running_mean", "running_var": "running_var"}
         with self.torch.no_grad():
             for key, value in params.items():
-                t = getattr(self.module, names[key], None)
+                t = self._get(key)
                 if t is not None:
-                    t.copy_(self.torch.as_tensor(value))
+                    t.copy_(self.torch.as_tensor(value).reshape(t.shape))
 
     def _tensor(self, a, dtype):
         return self.torch.tensor(a, dtype=getattr(self.torch, dtype), device=self.device)
@@ -141,15 +150,15 @@ class TorchLayer:
         y = self.module(xt)
         y.backward(self._tensor(dy, dtype))
         out = {"output": y, "input grad": xt.grad}
-        if getattr(self.module, "weight", None) is not None:
-            out["gamma grad"] = self.module.weight.grad
-        if getattr(self.module, "bias", None) is not None:
-            out["beta grad"] = self.module.bias.grad
+        for key, quantity in (("gamma", "gamma grad"), ("beta", "beta grad")):
+            p = self._get(key)
+            if p is not None and p.requires_grad:
+                out[quantity] = p.grad.reshape(-1)
         return {k: _np(v) for k, v in out.items()}
 
     def running_stats(self) -> Dict[str, np.ndarray]:
-        return {k: _np(getattr(self.module, k)) for k in ("running_mean", "running_var")
-                if getattr(self.module, k, None) is not None}
+        return {k: _np(self._get(k).reshape(-1)) for k in ("running_mean", "running_var")
+                if self._get(k) is not None}
 
     def eval_output(self, x, dtype: str) -> np.ndarray:
         self.module.eval()
@@ -188,7 +197,8 @@ class GluonLayer:
 
     def running_stats(self) -> Dict[str, np.ndarray]:
         return {k: getattr(self.block, k).data(self.ctx).asnumpy().astype(np.float64)
-                for k in ("running_mean", "running_var")}
+                for k in ("running_mean", "running_var")
+                if getattr(self.block, k, None) is not None}  # LayerNorm keeps none
 
     def eval_output(self, x, dtype: str) -> np.ndarray:
         y = self.block(self.mx.nd.array(x, ctx=self.ctx, dtype=dtype))  # not recording: eval
@@ -267,7 +277,8 @@ def compare_layers(candidate, reference_layer, shape: Sequence[int], *, steps: i
         check: raise :class:`ToleranceError` when a tolerance is exceeded.
     """
     rng = np.random.default_rng(seed)
-    channels = shape[1]
+    # gamma/beta span the spec's affine axes: (C,) for BN/IN/GN, normalized_shape for LN
+    channels = tuple(shape[i] for i in spec.affine_axes(len(shape), k)) or shape[1]
     init = {"gamma": rng.uniform(0.5, 1.5, channels), "beta": rng.normal(0, 1, channels)}
     for layer in (candidate, reference_layer):
         layer.set_state(init)
@@ -290,3 +301,59 @@ def compare_layers(candidate, reference_layer, shape: Sequence[int], *, steps: i
     x = _round_to(rng.normal(loc, scale, shape), dtype)
     result.add("eval output", candidate.eval_output(x, dtype), reference_layer.eval_output(x, dtype), tol)
     return result.assert_ok() if check else result
+
+
+class ReferenceLayerNorm:
+    """The float64 NumPy LayerNorm (``kind="layer"``) or RMSNorm (``kind="rms"``) for the harness.
+
+    Stateless apart from gamma and beta: the evaluation output is the training
+    formula, and there are no running statistics to compare. For RMSNorm,
+    ``eps=None`` is the machine epsilon of the dtype passed to ``train_step``
+    and ``eval_output`` in the dtype the candidate computes in (float32 for
+    half precision), as PyTorch does.
+    """
+
+    def __init__(self, normalized_shape, eps: Optional[float] = 1e-5, kind: str = "layer",
+                 elementwise_affine: bool = True, bias: bool = True):
+        if kind not in ("layer", "rms"):
+            raise ValueError(f"kind must be 'layer' or 'rms', got {kind!r}")
+        ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+        self.ns, self.eps, self.kind = ns, eps, kind
+        self.affine, self.has_bias = elementwise_affine, elementwise_affine and bias and kind == "layer"
+        self.name = f"float64 reference {'LayerNorm' if kind == 'layer' else 'RMSNorm'}"
+        self.state = {"gamma": np.ones(ns), "beta": np.zeros(ns)}
+
+    def set_state(self, params: Dict[str, np.ndarray]) -> None:
+        self.state.update({k: np.asarray(v, np.float64).reshape(self.ns) for k, v in params.items()})
+
+    def _eps(self, dtype: str) -> float:
+        if self.eps is not None:
+            return self.eps
+        return _EPS["float32" if dtype in ("float16", "bfloat16") else dtype]
+
+    def _forward(self, x, dtype):
+        gamma = self.state["gamma"] if self.affine else None
+        if self.kind == "rms":
+            return reference.rms_norm(x, self.ns, gamma, eps=self._eps(dtype))
+        beta = self.state["beta"] if self.has_bias else None
+        return reference.layer_norm(x, self.ns, gamma, beta, eps=self.eps)
+
+    def train_step(self, x, dy, dtype: str) -> Dict[str, np.ndarray]:
+        res = self._forward(x, dtype)
+        if self.kind == "rms":
+            dx, dgamma = reference.rms_norm_backward(dy, res.cache)
+            dbeta = None
+        else:
+            dx, dgamma, dbeta = reference.layer_norm_backward(dy, res.cache)
+        out = {"output": res.y, "input grad": dx}
+        if self.affine:
+            out["gamma grad"] = dgamma
+        if self.has_bias:
+            out["beta grad"] = dbeta
+        return out
+
+    def running_stats(self) -> Dict[str, np.ndarray]:
+        return {}
+
+    def eval_output(self, x, dtype: str) -> np.ndarray:
+        return self._forward(x, dtype).y

@@ -81,14 +81,18 @@ def mxnet_context():
 
 def train_torch(net, data, *, epochs: int, lr: float, batch_size: int, device=None,
                 seed: int = 0, label: str = "", progress: bool = True, optimizer: str = "sgd"):
-    """Train a PyTorch classifier with cross-entropy; ``data`` is a :class:`normtext.data.Split`."""
+    """Train a PyTorch classifier with cross-entropy; ``data`` is a :class:`normtext.data.Split`.
+
+    ``net`` is a module, or better a function that builds one: it is then built
+    after the generators are seeded, so the initialization is reproducible too.
+    """
     import torch
     from torch import nn
     from .data import torch_loader
 
     device = torch_device() if device is None else torch.device(device)
     seed_everything(seed)
-    net = net.to(device)
+    net = (net if isinstance(net, nn.Module) else net()).to(device)
     train_iter = torch_loader(data.X_train, data.y_train, batch_size, shuffle=True, seed=seed)
     opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(net.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
@@ -127,13 +131,18 @@ def evaluate_torch(net, X, y, device, batch_size: int = 1000) -> float:
 
 def train_gluon(net, data, *, epochs: int, lr: float, batch_size: int, ctx=None,
                 seed: int = 0, label: str = "", progress: bool = True):
-    """Train a Gluon classifier with softmax cross-entropy and SGD (``net`` initialized)."""
+    """Train a Gluon classifier with softmax cross-entropy and SGD.
+
+    ``net`` is an initialized block, or a function that builds and initializes
+    one after the generators are seeded.
+    """
     import mxnet as mx
     from mxnet import autograd, gluon
     from .data import gluon_loader
 
     ctx = mxnet_context() if ctx is None else ctx
     seed_everything(seed)
+    net = net if isinstance(net, gluon.Block) else net()
     train_iter = gluon_loader(data.X_train, data.y_train, batch_size, shuffle=True)
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()

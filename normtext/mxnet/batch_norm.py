@@ -5,6 +5,7 @@ Gluon's conventions differ from PyTorch's, and this block keeps Gluon's:
 * ``momentum`` is the weight of the **old** value:
   ``running = momentum * running + (1 - momentum) * batch`` (default 0.9);
 * the running variance is the **biased** batch variance;
+* ``center=False`` freezes beta but still adds it; ``scale=False`` ignores gamma;
 * the running statistics change when the gradient flows back (``backward()``
   inside ``autograd.record()``), not in the forward pass.
 
@@ -49,8 +50,10 @@ class BatchNorm(gluon.Block):
         axis: the channel axis. Default: 1.
         momentum: weight of the old running value. Default: 0.9.
         epsilon: added to the variance. Default: 1e-5.
-        center: learn ``beta``; otherwise it stays 0. Default: True.
-        scale: learn ``gamma``; otherwise it stays 1. Default: True.
+        center: learn ``beta``; with False it is frozen at its initial value
+            (0) but still added, as in Gluon. Default: True.
+        scale: learn ``gamma``; with False gamma's value is ignored (MXNet's
+            ``fix_gamma``). Default: True.
         use_global_stats: normalize with the running statistics in training too.
         in_channels: number of channels; 0 defers it to the first input.
 
@@ -114,8 +117,9 @@ class BatchNorm(gluon.Block):
         y = (x - mean) / nd.sqrt(var + self._epsilon)
         if self._scale:
             y = y * self.gamma.data(ctx).reshape(view)
-        if self._center:
-            y = y + self.beta.data(ctx).reshape(view)
+        # Gluon adds beta even with center=False (it is then only frozen at its
+        # initial value), while scale=False ignores gamma's value (fix_gamma): mirror both
+        y = y + self.beta.data(ctx).reshape(view)
         if training and autograd.is_recording():
             y = _UpdateRunningStatsOnBackward(self, mean.reshape(-1).detach(),
                                               var.reshape(-1).detach())(y)

@@ -52,7 +52,7 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
         torch.Size([8, 3, 4, 4])
     """
     errors.check_batch_norm(
-        tuple(input.shape), training=training, eps=eps, momentum=momentum,
+        input.shape, training=training, eps=eps, momentum=momentum,
         running_mean=shape_of(running_mean), running_var=shape_of(running_var),
         weight=shape_of(weight), bias=shape_of(bias))
     check_floating(input, "batch_norm")
@@ -91,3 +91,96 @@ def _update_running_stats(running_mean, running_var, mean, var, m, momentum):
             # Bessel's correction: the running estimate is of the population variance
             unbiased = var.reshape(-1) * (m / max(m - 1, 1))
             running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
+
+
+# --- LayerNorm and RMSNorm ----------------------------------------------------------
+
+from ..spec import LAYER_NORM, RMS_NORM  # noqa: E402
+
+__all__ += ["layer_norm", "rms_norm"]
+
+
+def _dtype_str(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def layer_norm(input: Tensor, normalized_shape: list[int], weight: Optional[Tensor] = None,
+               bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
+    r"""Layer normalization over the trailing axes, as :func:`torch.nn.functional.layer_norm`.
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta
+
+    The mean and the biased variance are taken per sample over the last
+    ``len(normalized_shape)`` axes, whose sizes must equal ``normalized_shape``.
+    Nothing depends on the other samples, so training and evaluation compute the
+    same thing and nothing is stored.
+
+    Args:
+        input: ``(*, *normalized_shape)``.
+        normalized_shape: the trailing shape to normalize over (a list, tuple or
+            ``torch.Size``; the modules also accept an int).
+        weight, bias: gamma and beta of shape ``normalized_shape``, or ``None``.
+        eps: added to the variance for numerical stability.
+
+    Example::
+
+        >>> from normtext import torch as nt
+        >>> x = torch.randn(20, 5, 10, 10)
+        >>> nt.functional.layer_norm(x, [5, 10, 10]).shape
+        torch.Size([20, 5, 10, 10])
+    """
+    ns = errors.check_normalized_shape_type(normalized_shape, "layer_norm")
+    errors.check_layer_norm(tuple(input.shape), ns, weight=shape_of(weight),
+                            bias=shape_of(bias), op="layer_norm")
+    if weight is not None or bias is not None:
+        errors.check_layer_norm_dtypes(
+            _dtype_str(input.dtype), None if weight is None else _dtype_str(weight.dtype),
+            None if bias is None else _dtype_str(bias.dtype))
+    check_floating(input, "LayerNormKernelImpl")
+
+    axes = LAYER_NORM.reduce_axes(input.ndim, len(ns))
+    x = input.to(compute_dtype(input.dtype))
+    # mu = 1/m sum x;  sigma^2 = 1/m sum (x - mu)^2 over the trailing axes (two passes: stable)
+    mean = x.mean(dim=axes, keepdim=True)
+    var = (x - mean).square().mean(dim=axes, keepdim=True)
+    # x_hat = (x - mu) / sqrt(sigma^2 + eps)
+    y = (x - mean) * torch.rsqrt(var + eps)
+    # y = gamma * x_hat + beta; gamma and beta broadcast over the leading axes
+    if weight is not None:
+        y = y * weight.to(x.dtype)
+    if bias is not None:
+        y = y + bias.to(x.dtype)
+    return y.to(input.dtype)
+
+
+def rms_norm(input: Tensor, normalized_shape: list[int], weight: Optional[Tensor] = None,
+             eps: Optional[float] = None) -> Tensor:
+    r"""Root-mean-square normalization, as :func:`torch.nn.functional.rms_norm`.
+
+    .. math::
+        y = \frac{x}{\sqrt{\frac1m\sum_i x_i^2 + \epsilon}} * \gamma
+
+    over the trailing ``normalized_shape`` axes: LayerNorm without the mean
+    and without beta. ``eps=None`` means the machine epsilon of the dtype the
+    statistic is computed in (``float32`` for float16/bfloat16 input), as PyTorch.
+
+    Example::
+
+        >>> from normtext import torch as nt
+        >>> nt.functional.rms_norm(torch.randn(2, 8, 16), [16]).shape
+        torch.Size([2, 8, 16])
+    """
+    ns = errors.check_normalized_shape_type(normalized_shape, "rms_norm")
+    errors.check_layer_norm(tuple(input.shape), ns, weight=shape_of(weight), op="rms_norm")
+    check_floating(input, "rms_norm")
+
+    axes = RMS_NORM.reduce_axes(input.ndim, len(ns))
+    x = input.to(compute_dtype(input.dtype))
+    if eps is None:
+        eps = torch.finfo(x.dtype).eps
+    # x_hat = x / sqrt(mean(x^2) + eps): no mean is subtracted, so one pass suffices
+    y = x * torch.rsqrt(x.square().mean(dim=axes, keepdim=True) + eps)
+    if weight is not None:
+        y = y * weight.to(x.dtype)
+    return y.to(input.dtype)
