@@ -346,10 +346,10 @@ class ReferenceLayerNorm:
         else:
             dx, dgamma, dbeta = reference.layer_norm_backward(dy, res.cache)
         out = {"output": res.y, "input grad": dx}
-        if self.affine:
-            out["gamma grad"] = dgamma
+        if self.affine:  # flattened, as TorchLayer reports parameter gradients
+            out["gamma grad"] = dgamma.reshape(-1)
         if self.has_bias:
-            out["beta grad"] = dbeta
+            out["beta grad"] = dbeta.reshape(-1)
         return out
 
     def running_stats(self) -> Dict[str, np.ndarray]:

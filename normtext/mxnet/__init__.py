@@ -14,3 +14,6 @@ except ImportError as e:  # pragma: no cover - depends on the platform
 from .batch_norm import BatchNorm
 
 __all__ = ["BatchNorm"]
+
+from .layer_norm import LayerNorm  # noqa: E402
+__all__ += ["LayerNorm"]

@@ -9,3 +9,11 @@ from .modules import BatchNorm1d, BatchNorm2d, BatchNorm3d
 
 __all__ = ["functional", "NormalizeFunction", "batch_norm_train",
            "BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
+
+from .layer_norm import RMSNormFunction, layer_norm_hand, rms_norm_hand  # noqa: E402
+from .modules import LayerNorm, RMSNorm  # noqa: E402
+from .rnn import LayerNormLSTMCell  # noqa: E402
+__all__ += ["LayerNorm", "RMSNorm", "LayerNormLSTMCell", "RMSNormFunction",
+            "layer_norm_hand", "rms_norm_hand"]
+from .sync import SyncBatchNorm  # noqa: E402,F401  (issue 5)
+__all__ += ["SyncBatchNorm"]

@@ -184,3 +184,152 @@ def rms_norm(input: Tensor, normalized_shape: list[int], weight: Optional[Tensor
     if weight is not None:
         y = y * weight.to(x.dtype)
     return y.to(input.dtype)
+
+
+# --- InstanceNorm, GroupNorm, LocalResponseNorm (issue 4) ---------------------------------
+
+from ..spec import GROUP_NORM, INSTANCE_NORM  # noqa: E402
+
+__all__ += ["instance_norm", "group_norm", "local_response_norm"]
+
+
+def instance_norm(input: Tensor, running_mean: Optional[Tensor] = None,
+                  running_var: Optional[Tensor] = None, weight: Optional[Tensor] = None,
+                  bias: Optional[Tensor] = None, use_input_stats: bool = True,
+                  momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    r"""Instance normalization of each channel of each sample, as :func:`torch.nn.functional.instance_norm`.
+
+    .. math::
+        y_{nc} = \frac{x_{nc} - \mathrm{E}[x_{nc}]}{\sqrt{\mathrm{Var}[x_{nc}] + \epsilon}}
+                 * \gamma_c + \beta_c
+
+    The mean and biased variance of the spatial map :math:`x_{nc}` normalize it
+    (``use_input_stats=True``). When ``running_mean``/``running_var`` are given
+    they are updated **in place** with the batch average of the per-instance mean
+    and *unbiased* variance; with ``use_input_stats=False`` they normalize instead.
+
+    Args:
+        input: ``(N, C, *)`` with more than one spatial element per channel.
+        running_mean, running_var: ``(C,)`` buffers or ``None`` (both or neither).
+        weight, bias: ``(C,)`` gamma and beta, or ``None``.
+        use_input_stats: normalize with each instance's own statistics.
+        momentum: weight of the new batch in the running estimates.
+        eps: added to the variance.
+
+    Example::
+
+        >>> from normtext import torch as nt
+        >>> y = nt.functional.instance_norm(torch.randn(2, 3, 8, 8))
+        >>> y.shape
+        torch.Size([2, 3, 8, 8])
+    """
+    errors.check_instance_norm(
+        tuple(input.shape), use_input_stats=use_input_stats,
+        running_mean=shape_of(running_mean), running_var=shape_of(running_var),
+        weight=shape_of(weight), bias=shape_of(bias))
+    check_floating(input, "batch_norm")
+    axes = INSTANCE_NORM.reduce_axes(input.ndim, 1)     # the spatial axes
+    view = INSTANCE_NORM.param_shape(input.shape)        # (1, C, 1, ...)
+    x = input.to(compute_dtype(input.dtype))
+    if use_input_stats:
+        # mu_nc = mean_s x_ncs;  sigma_nc^2 = mean_s (x_ncs - mu_nc)^2
+        mean = x.mean(dim=axes, keepdim=True)
+        var = (x - mean).square().mean(dim=axes, keepdim=True)
+        if running_mean is not None:
+            m = INSTANCE_NORM.reduction_size(input.shape)
+            n, c = input.shape[0], input.shape[1]
+            with torch.no_grad():
+                # the running estimates average the instances of the batch
+                batch_mean = mean.reshape(n, c).mean(0)
+                batch_var = (var.reshape(n, c) * (m / max(m - 1, 1))).mean(0)
+                running_mean.mul_(1 - momentum).add_(batch_mean.to(running_mean.dtype),
+                                                     alpha=momentum)
+                running_var.mul_(1 - momentum).add_(batch_var.to(running_var.dtype),
+                                                    alpha=momentum)
+    else:
+        mean = running_mean.to(x.dtype).reshape(view)
+        var = running_var.to(x.dtype).reshape(view)
+    y = (x - mean) * torch.rsqrt(var + eps)               # x_hat
+    if weight is not None:
+        y = y * weight.to(x.dtype).reshape(view)          # gamma * x_hat
+    if bias is not None:
+        y = y + bias.to(x.dtype).reshape(view)            # + beta
+    return y.to(input.dtype)
+
+
+def group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor] = None,
+               bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
+    r"""Group normalization, as :func:`torch.nn.functional.group_norm`.
+
+    .. math::
+        y = \frac{x - \mathrm{E}_g[x]}{\sqrt{\mathrm{Var}_g[x] + \epsilon}} * \gamma + \beta
+
+    The ``C`` channels of each sample are split into ``num_groups`` groups of
+    consecutive channels; each group's mean and biased variance are taken over
+    its channels and every position. ``weight`` and ``bias`` are per channel.
+
+    Args:
+        input: ``(N, C, *)`` with ``C`` divisible by ``num_groups``.
+        num_groups: ``G``; 1 gives LayerNorm over ``(C, *)``, ``C`` gives InstanceNorm.
+        weight, bias: ``(C,)`` gamma and beta, or ``None``.
+        eps: added to the variance.
+
+    Example::
+
+        >>> from normtext import torch as nt
+        >>> nt.functional.group_norm(torch.randn(2, 6, 4, 4), 3).shape
+        torch.Size([2, 6, 4, 4])
+    """
+    errors.check_group_norm(tuple(input.shape), num_groups,
+                            weight=shape_of(weight), bias=shape_of(bias))
+    check_floating(input, "GroupNormKernelImpl")
+    if input.numel() == 0:
+        return input.clone()
+    x = input.to(compute_dtype(input.dtype))
+    n = input.shape[0]
+    # reshape: (N, C, *) -> (N, G, C/G * prod(spatial))
+    xg = x.reshape(n, num_groups, -1)
+    axes = GROUP_NORM.reduce_axes(xg.ndim, 1)
+    mean = xg.mean(dim=axes, keepdim=True)
+    var = (xg - mean).square().mean(dim=axes, keepdim=True)
+    # normalize, then reshape back
+    y = ((xg - mean) * torch.rsqrt(var + eps)).reshape(input.shape)
+    view = GROUP_NORM.param_shape(input.shape)          # per channel: (1, C, 1, ...)
+    if weight is not None:
+        y = y * weight.to(x.dtype).reshape(view)
+    if bias is not None:
+        y = y + bias.to(x.dtype).reshape(view)
+    return y.to(input.dtype)
+
+
+def local_response_norm(input: Tensor, size: int, alpha: float = 1e-4, beta: float = 0.75,
+                        k: float = 1.0) -> Tensor:
+    r"""Local response normalization across channels, as :func:`torch.nn.functional.local_response_norm`.
+
+    .. math::
+        b_c = a_c \left(k + \frac{\alpha}{n} \sum_{c'=\max(0, c-\lfloor n/2 \rfloor)}
+              ^{\min(C-1, c+\lfloor (n-1)/2 \rfloor)} a_{c'}^2\right)^{-\beta}
+
+    PyTorch's convention: ``alpha`` is divided by ``n = size`` and the window
+    holds ``n`` channels, one more before ``c`` than after it when ``n`` is
+    even. :func:`normtext.numpy.lrn.convert_lrn` converts from AlexNet's and
+    MXNet's conventions.
+
+    Example::
+
+        >>> from normtext import torch as nt
+        >>> nt.functional.local_response_norm(torch.randn(2, 6, 4, 4), 5).shape
+        torch.Size([2, 6, 4, 4])
+    """
+    errors.check_local_response_norm(input.dim(), size, empty=input.numel() == 0)
+    if input.numel() == 0:
+        return input
+    dtype = compute_dtype(input.dtype) if input.is_floating_point() else torch.get_default_dtype()
+    a = input.to(dtype)
+    lo, hi = size // 2, (size - 1) // 2
+    # zero-pad the channel axis, then sum every window of n neighbours
+    sq = torch.nn.functional.pad(a.square().movedim(1, -1), (lo, hi)).movedim(-1, 1)
+    window_sum = sq.unfold(1, size, 1).sum(-1)
+    # b = a / (k + alpha/n * sum a^2)^beta
+    y = a / (window_sum * (alpha / size) + k).pow(beta)
+    return y.to(input.dtype) if input.is_floating_point() else y

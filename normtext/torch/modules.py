@@ -161,3 +161,120 @@ class BatchNorm3d(_BatchNorm):
         torch.Size([4, 3, 2, 5, 5])
     """
     _accepted_ndim = (5,)
+
+
+# --- LayerNorm and RMSNorm ----------------------------------------------------------
+
+import numbers  # noqa: E402
+
+__all__ += ["LayerNorm", "RMSNorm"]
+
+
+class LayerNorm(nn.Module):
+    r"""Layer normalization over the trailing ``normalized_shape`` axes, as :class:`torch.nn.LayerNorm`.
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta
+
+    The mean and the biased variance are taken per sample over the last
+    ``len(normalized_shape)`` axes; ``gamma`` and ``beta`` have the shape
+    ``normalized_shape``. The same computation serves training and evaluation:
+    there are no running statistics.
+
+    Args:
+        normalized_shape: an int (the last axis) or the trailing shape.
+        eps: added to the variance. Default: 1e-5.
+        elementwise_affine: learn ``weight`` (gamma, initialized to ones) and
+            ``bias`` (beta, zeros). Default: True.
+        bias: with ``elementwise_affine``, learn beta too. Default: True.
+
+    Shape:
+        - Input: :math:`(N, *)` ending in ``normalized_shape``
+        - Output: same shape as the input
+
+    Example::
+
+        >>> from normtext import torch as nt
+        >>> m = nt.LayerNorm([5, 10, 10])   # over C, H, W of an (N, 5, 10, 10) input
+        >>> m(torch.randn(20, 5, 10, 10)).shape
+        torch.Size([20, 5, 10, 10])
+    """
+
+    def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True,
+                 bias: bool = True, device=None, dtype=None) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        if isinstance(normalized_shape, numbers.Integral):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = nn.Parameter(torch.empty(self.normalized_shape, **factory))
+            self.bias = nn.Parameter(torch.empty(self.normalized_shape, **factory)) if bias else None
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}")
+
+
+class RMSNorm(nn.Module):
+    r"""Root-mean-square normalization, as :class:`torch.nn.RMSNorm`.
+
+    .. math::
+        y = \frac{x}{\sqrt{\frac1m\sum_i x_i^2 + \epsilon}} * \gamma
+
+    over the trailing ``normalized_shape`` axes: no mean is subtracted and
+    there is no ``bias``.
+
+    Args:
+        normalized_shape: an int (the last axis) or the trailing shape.
+        eps: added to the mean square; ``None`` (default) is
+            ``torch.finfo(dtype).eps`` of the dtype computed in.
+        elementwise_affine: learn ``weight`` (gamma, ones). Default: True.
+
+    Example::
+
+        >>> from normtext import torch as nt
+        >>> nt.RMSNorm(16)(torch.randn(2, 8, 16)).shape
+        torch.Size([2, 8, 16])
+    """
+
+    def __init__(self, normalized_shape, eps: Optional[float] = None,
+                 elementwise_affine: bool = True, device=None, dtype=None) -> None:
+        super().__init__()
+        if isinstance(normalized_shape, numbers.Integral):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = nn.Parameter(torch.empty(self.normalized_shape, device=device,
+                                                   dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
