@@ -26,6 +26,9 @@ def layer_norm_hand(input: Tensor, normalized_shape: Sequence[int],
     errors.check_layer_norm(tuple(input.shape), ns, weight=shape_of(weight),
                             bias=shape_of(bias), op="layer_norm")
     k = len(ns)
+    if k == input.ndim:
+        # one sample: give it a batch axis, so that gamma/beta have an axis to sum over
+        return layer_norm_hand(input.unsqueeze(0), ns, weight, bias, eps).squeeze(0)
     # gamma and beta as (1, ..., 1, *normalized_shape): they broadcast over the samples
     view = LAYER_NORM.param_shape(input.shape, k)
     shaped = lambda p: None if p is None else p.reshape(view)
