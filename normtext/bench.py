@@ -1,0 +1,356 @@
+"""Speed of normtext's layers against the built-ins and against the memory roofline.
+
+Run ``python -m normtext.bench [--quick] [--device cuda] [--out FILE]``.
+
+For every norm normtext implements (:mod:`normtext.registry`) and input shapes
+typical of CNNs (``N, C, H, W``) and Transformers (``batch, tokens, width``),
+it times, side by side in one run,
+
+* the built-in (``torch.nn.functional``),
+* normtext eager: :mod:`normtext.torch.functional`, from tensor operations,
+* normtext compiled: ``torch.compile`` of that same function (Inductor fuses
+  its operations into a few loops),
+
+for the forward pass (training mode, the graph recorded) and for the forward
+plus backward pass. Every implementation is timed in each of ``repeats``
+rounds, in rotating order, so that a slow moment of a shared machine hits all
+of them; the ratio to the built-in is taken per round and summarised by its
+median and quartiles. Compilation is timed separately (the first call).
+
+The roofline: normalization does a few flops per element and must read and
+write every element, so its speed limit is the memory bandwidth. The same run
+measures the device's copy bandwidth (``y.copy_(x)``: ``2 * bytes`` moved)
+and reports each implementation's *achieved* bandwidth, the least traffic the
+operation needs divided by its time, as a fraction of it:
+
+* forward: read ``x``, write ``y`` (plus the parameters);
+* forward + backward: also read ``dy`` and ``x`` again, write ``dx`` (plus the
+  parameter gradients).
+
+A fused kernel that streams the data once or twice per pass gets close to 1;
+eager code that materialises ``x - mean``, its square, ``x_hat`` ... moves many
+times the minimum and gets a fraction of it.
+
+On CUDA the results file (``--out``, default ``gpu-bench.json``) records the
+GPU's name, the driver, the torch and CUDA versions and the date.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from . import registry
+
+IMPLS = ("built-in", "normtext eager", "normtext compiled")
+PASSES = ("forward", "forward+backward")
+QUICK_NORMS = ("BatchNorm", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm")
+
+
+# --- timing ------------------------------------------------------------------------
+
+def _sync(device: str) -> Callable[[], None]:
+    if device.startswith("cuda"):
+        return torch.cuda.synchronize
+    return lambda: None
+
+
+def _time_once(fn: Callable, number: int, sync: Callable) -> float:
+    """Seconds per call of ``fn``, averaged over ``number`` calls between two syncs."""
+    sync()
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    sync()
+    return (time.perf_counter() - start) / number
+
+
+def _calibrate(fn: Callable, sync: Callable, min_time: float) -> int:
+    """How many calls make one measurement last at least ``min_time`` seconds."""
+    fn(); fn()  # warm up: allocator, caches, lazy initialisation
+    t = _time_once(fn, 1, sync)
+    return max(1, math.ceil(min_time / max(t, 1e-7)))
+
+
+def _quartiles(values: Sequence[float]):
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], statistics.median(values), q[2]
+
+
+def copy_bandwidth(device: str = "cpu", nbytes: int = 256 * 2**20, repeats: int = 5,
+                   min_time: float = 0.05) -> Dict[str, float]:
+    """The device's copy bandwidth in bytes/s: ``y.copy_(x)`` reads and writes ``nbytes``."""
+    x = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
+    y = torch.empty_like(x)
+    sync = _sync(device)
+    fn = lambda: y.copy_(x)
+    number = _calibrate(fn, sync, min_time)
+    rates = [2 * x.numel() * 4 / _time_once(fn, number, sync) for _ in range(repeats)]
+    lo, med, hi = _quartiles(rates)
+    return {"bytes_per_s": med, "q1": lo, "q3": hi, "buffer_bytes": x.numel() * 4}
+
+
+def traffic_bytes(case: registry.NormCase, shape, itemsize: int, backward: bool) -> int:
+    """The least data the pass must move: every tensor read or written once."""
+    numel = math.prod(shape)
+    params = 0
+    if case.affine is not None:
+        pshape, has_bias = case.affine(shape)
+        params = math.prod(pshape) * (2 if has_bias else 1) * itemsize
+    forward = 2 * numel * itemsize + params          # read x, write y, read gamma/beta
+    if not backward:
+        return forward
+    return forward + 3 * numel * itemsize + params   # read dy and x, write dx; write dgamma/dbeta
+
+
+# --- one benchmark case --------------------------------------------------------------
+
+def _pass_fn(fn: Callable, x, w, b, dy, backward: bool) -> Callable:
+    inputs = tuple(t for t in (x, w, b) if t is not None)
+    if not backward:
+        return lambda: fn(x, w, b)
+    # torch.autograd.grad: the gradients are returned, not accumulated into .grad
+    return lambda: torch.autograd.grad(fn(x, w, b), inputs, dy)
+
+
+def bench_case(case: registry.NormCase, shape, *, device: str = "cpu",
+               dtype: torch.dtype = torch.float32, repeats: int = 5, min_time: float = 0.02,
+               compile: bool = True, bandwidth: Optional[float] = None) -> List[dict]:
+    """Time every implementation of one norm on one input shape; one row per (pass, impl)."""
+    impls = registry.implementations(case)
+    fns: Dict[str, Callable] = {"built-in": impls["built-in"], "normtext eager": impls["normtext"]}
+    compile_s = None
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g).to(device=device, dtype=dtype).requires_grad_(True)
+    dy = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+    w, b = registry.make_params(case, shape, device=device, dtype=dtype, requires_grad=True)
+    sync = _sync(device)
+    if compile:
+        torch._dynamo.reset()  # a fresh cache: this case's compile time is its own
+        compiled = torch.compile(impls["normtext"])
+        sync()
+        start = time.perf_counter()
+        _pass_fn(compiled, x, w, b, dy, backward=True)()  # compiles the forward and backward graphs
+        sync()
+        compile_s = time.perf_counter() - start
+        fns["normtext compiled"] = compiled
+
+    rows = []
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    # the roofline of this working set: a copy of a tensor the size of x, timed in the
+    # same rounds (on a CPU a small x stays in cache, which is faster than DRAM)
+    x_copy, y_copy = x.detach().clone(), torch.empty_like(x.detach())
+    copy_call = lambda: y_copy.copy_(x_copy)
+    same_size_bw = None
+    for backward in (False, True):
+        pass_name = PASSES[backward]
+        calls = {name: _pass_fn(fn, x, w, b, dy, backward) for name, fn in fns.items()}
+        if same_size_bw is None:
+            calls["copy"] = copy_call
+        numbers = {name: _calibrate(call, sync, min_time) for name, call in calls.items()}
+        times: Dict[str, List[float]] = {name: [] for name in calls}
+        names = list(calls)
+        for r in range(repeats):
+            for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order
+                times[name].append(_time_once(calls[name], numbers[name], sync))
+        if "copy" in times:
+            same_size_bw = 2 * x.numel() * itemsize / statistics.median(times.pop("copy"))
+            names.remove("copy")
+        nbytes = traffic_bytes(case, shape, itemsize, backward)
+        for name in names:
+            ratios = [t / t0 for t, t0 in zip(times[name], times["built-in"])]
+            q1, med, q3 = _quartiles(times[name])
+            r1, rmed, r3 = _quartiles(ratios)
+            row = {"norm": case.name, "shape": "x".join(map(str, shape)), "pass": pass_name,
+                   "impl": name, "median_s": med, "q1_s": q1, "q3_s": q3,
+                   "ratio": rmed, "ratio_q1": r1, "ratio_q3": r3, "bytes": nbytes,
+                   "achieved_bytes_per_s": nbytes / med,
+                   "copy_bytes_per_s_same_size": same_size_bw,
+                   "roofline_fraction": nbytes / med / same_size_bw,
+                   "roofline_fraction_large_copy": (nbytes / med / bandwidth) if bandwidth else None,
+                   "compile_s": compile_s if name == "normtext compiled" else None,
+                   "repeats": repeats, "calls_per_repeat": numbers[name]}
+            rows.append(row)
+    return rows
+
+
+# --- the whole run -----------------------------------------------------------------
+
+def environment(device: str) -> dict:
+    """Provenance of a run: machine, versions, date."""
+    env = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+           "torch": torch.__version__, "python": platform.python_version(),
+           "device": device, "host": platform.node(), "platform": platform.platform(),
+           "cpu": platform.processor() or platform.machine(),
+           "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    if device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(torch.device(device))
+        env.update({"gpu": torch.cuda.get_device_name(torch.device(device)),
+                    "gpu_memory_bytes": props.total_memory,
+                    "compute_capability": f"{props.major}.{props.minor}",
+                    "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+                    "driver": _nvidia_driver()})
+    return env
+
+
+def _nvidia_driver() -> Optional[str]:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 else None
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return None
+
+
+def run(*, quick: bool = False, device: str = "cpu", dtype: str = "float32",
+        norms: Optional[Sequence[str]] = None, shapes: Optional[Dict[str, Sequence]] = None,
+        repeats: Optional[int] = None, min_time: Optional[float] = None,
+        compile: bool = True, bandwidth_bytes: Optional[int] = None,
+        progress: Callable[[str], None] = lambda s: None) -> dict:
+    """Benchmark every available norm; returns ``{"environment", "bandwidth", "rows"}``.
+
+    ``shapes`` maps a norm's name to the shapes to time (default: the registry's
+    quick or full shapes); ``norms`` restricts the norms.
+    """
+    if quick:
+        norms = norms or QUICK_NORMS
+    repeats = repeats or (7 if quick else 11)
+    min_time = min_time or (0.005 if quick else 0.03)
+    torch_dtype = getattr(torch, dtype)
+    if bandwidth_bytes is None:
+        bandwidth_bytes = (2**30 if device.startswith("cuda") else
+                           (64 if quick else 256) * 2**20)
+    progress(f"copy bandwidth on {device} ({bandwidth_bytes / 2**20:.0f} MiB buffer)")
+    bw = copy_bandwidth(device, bandwidth_bytes, repeats=repeats)
+    rows: List[dict] = []
+    for case in registry.available_norms(norms):
+        case_shapes = (shapes or {}).get(case.name) or (case.quick_shapes if quick else case.shapes)
+        for shape in case_shapes:
+            progress(f"{case.name} {tuple(shape)}")
+            rows += bench_case(case, tuple(shape), device=device, dtype=torch_dtype,
+                               repeats=repeats, min_time=min_time, compile=compile,
+                               bandwidth=bw["bytes_per_s"])
+    bw_end = copy_bandwidth(device, bandwidth_bytes, repeats=repeats)
+    bw["bytes_per_s_at_end"] = bw_end["bytes_per_s"]
+    env = environment(device)
+    env.update({"dtype": dtype, "quick": quick, "repeats": repeats, "min_time_s": min_time})
+    return {"environment": env, "bandwidth": bw, "rows": rows}
+
+
+# --- output ------------------------------------------------------------------------
+
+def table_rows(results: dict) -> List[dict]:
+    """One row per (norm, shape, pass): time of the built-in, ratios and roofline fractions."""
+    out: Dict[tuple, dict] = {}
+    for r in results["rows"]:
+        key = (r["norm"], r["shape"], r["pass"])
+        row = out.setdefault(key, {"norm": r["norm"], "shape": r["shape"], "pass": r["pass"]})
+        short = {"built-in": "built-in", "normtext eager": "eager",
+                 "normtext compiled": "compiled"}[r["impl"]]
+        if r["impl"] == "built-in":
+            row["built-in ms"] = 1e3 * r["median_s"]
+            row["built-in ms IQR"] = 1e3 * (r["q3_s"] - r["q1_s"])
+        else:
+            row[f"{short} / built-in"] = r["ratio"]
+            row[f"{short} ratio IQR"] = (r["ratio_q1"], r["ratio_q3"])
+        row[f"{short} % of copy BW"] = (100 * r["roofline_fraction"]
+                                        if r["roofline_fraction"] is not None else None)
+        if r["compile_s"] is not None:
+            row["compile s"] = r["compile_s"]
+    return list(out.values())
+
+
+def format_table(results: dict) -> str:
+    """The ratio table as text."""
+    env, bw = results["environment"], results["bandwidth"]
+    where = env.get("gpu") or f"CPU {env['cpu']}, {env['torch_threads']} threads"
+    head = (f"normtext.bench | {where} | torch {env['torch']} | {env['dtype']} | {env['date']}\n"
+            f"copy bandwidth: {bw['bytes_per_s'] / 1e9:.2f} GB/s at start, "
+            f"{bw['bytes_per_s_at_end'] / 1e9:.2f} GB/s at end "
+            f"(median of {env['repeats']}; {bw['buffer_bytes'] / 2**20:.0f} MiB buffer)\n"
+            f"ratios: time / built-in time, median [quartiles] over {env['repeats']} paired rounds\n"
+            f"%BW: least traffic (bytes read + written once) / time / bandwidth of a copy of x "
+            f"timed in the same rounds\n")
+    cols = ["norm", "shape", "pass", "built-in ms", "eager/bi", "compiled/bi",
+            "%BW bi", "%BW eager", "%BW comp", "compile s"]
+    widths = [12, 14, 16, 11, 18, 18, 7, 9, 8, 9]
+    fmt_ratio = lambda row, k: (f"{row[k + ' / built-in']:.2f} [{row[k + ' ratio IQR'][0]:.2f}-"
+                                f"{row[k + ' ratio IQR'][1]:.2f}]"
+                                if k + " / built-in" in row else "-")
+    fmt_pct = lambda v: "-" if v is None else f"{v:.0f}"
+    lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in table_rows(results):
+        cells = [row["norm"], row["shape"], row["pass"], f"{row['built-in ms']:.3f}",
+                 fmt_ratio(row, "eager"), fmt_ratio(row, "compiled"),
+                 fmt_pct(row.get("built-in % of copy BW")), fmt_pct(row.get("eager % of copy BW")),
+                 fmt_pct(row.get("compiled % of copy BW")),
+                 f"{row['compile s']:.1f}" if row.get("compile s") is not None else "-"]
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
+    return head + "\n".join(lines)
+
+
+def write(results: dict, path: str) -> None:
+    """Save the results: ``.csv`` (one row per measurement, provenance as columns) or JSON."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if path.endswith(".csv"):
+        env = {f"env_{k}": v for k, v in results["environment"].items()}
+        env["env_copy_bytes_per_s"] = results["bandwidth"]["bytes_per_s"]
+        rows = [{**r, **env} for r in results["rows"]]
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    else:
+        with open(path, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+def read(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m normtext.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="one small shape per norm, fewer repeats (< 2 min on a 2-core CPU)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--norms", nargs="*", help="restrict to these norms (registry names)")
+    p.add_argument("--repeats", type=int, help="paired rounds per measurement")
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--out", help="results file (.json or .csv); on CUDA default gpu-bench.json")
+    args = p.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("CUDA is not available here", file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    results = run(quick=args.quick, device=args.device, dtype=args.dtype, norms=args.norms,
+                  repeats=args.repeats, compile=not args.no_compile,
+                  progress=lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
+    results["environment"]["wall_s"] = time.perf_counter() - start
+    print(format_table(results))
+    print(f"total {results['environment']['wall_s']:.0f} s")
+    out = args.out or ("gpu-bench.json" if args.device.startswith("cuda") else None)
+    if out:
+        write(results, out)
+        print(f"results written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

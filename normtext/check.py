@@ -1,0 +1,143 @@
+"""Parity of every normtext layer with PyTorch's and with the float64 reference.
+
+Run ``python -m normtext.check [--device cuda|cpu] [--dtype float32 ...]``.
+
+For every norm normtext implements (:mod:`normtext.registry`) it runs the
+comparison harness (:func:`normtext.compare.compare_layers`: outputs, input
+and parameter gradients over several training steps, running statistics,
+evaluation output, each against the tolerance ``16 eps sqrt(m)``) for
+
+* normtext's module against ``torch.nn``'s, both on the device, and
+* normtext's module against the float64 NumPy reference (on the CPU),
+
+and, for information, PyTorch's module against the same reference. It prints a
+pass/fail table and exits with status 1 when a normtext comparison fails. It
+needs neither Jupyter nor MXNet.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Sequence
+
+from . import registry
+
+
+@dataclass
+class Check:
+    """One comparison: two adapter factories and the input they see."""
+
+    norm: str
+    candidate: Callable        # () -> harness adapter
+    reference: Callable        # () -> harness adapter
+    shape: tuple
+    spec: object
+    k: int = 1
+    groups: Optional[int] = None
+    counts: bool = True        # False: shown for information, not part of the exit status
+    dtypes: Sequence[str] = ("float32",)
+
+
+def default_checks(device: str = "cpu", norms: Optional[Sequence[str]] = None) -> List[Check]:
+    """The comparisons for every norm normtext implements (module classes included)."""
+    import torch.nn as tnn
+    from . import compare
+    from . import torch as nt
+    checks = []
+    for case in registry.available_norms(norms):
+        shape = case.check_shape
+        try:
+            case.module(nt, shape), case.module(tnn, shape)
+        except AttributeError:  # the functional exists, the module not yet
+            continue
+        groups = registry.group_count(shape[1]) if case.spec.grouped else None
+        ours = lambda case=case, shape=shape: compare.TorchLayer(
+            case.module(nt, shape), name=f"normtext.{type(case.module(nt, shape)).__name__}",
+            device=device)
+        theirs = lambda case=case, shape=shape: compare.TorchLayer(
+            case.module(tnn, shape), device=device)
+        common = dict(shape=shape, spec=case.spec, groups=groups)
+        checks.append(Check(case.name, ours, theirs, **common))
+        if case.harness_reference is not None:
+            try:
+                case.harness_reference(compare, shape)
+            except AttributeError:  # the reference adapter is not in the harness yet
+                continue
+            ref = lambda case=case, shape=shape: case.harness_reference(compare, shape)
+            checks.append(Check(case.name, ours, ref, **common))
+            checks.append(Check(case.name, theirs, ref, counts=False, **common))
+    return checks
+
+
+def run_checks(checks: Sequence[Check], dtypes: Sequence[str] = ("float32",),
+               steps: int = 3) -> List[dict]:
+    """Run every check in every dtype; one row per comparison."""
+    from .compare import compare_layers
+    rows = []
+    for c in checks:
+        for dtype in dtypes:
+            cand, ref = c.candidate(), c.reference()
+            kwargs = {"groups": c.groups} if c.groups is not None else {}
+            start = time.perf_counter()
+            try:
+                result = compare_layers(cand, ref, c.shape, steps=steps, dtype=dtype,
+                                        spec=c.spec, k=c.k, check=False, **kwargs)
+                worst = max(result.rows, key=lambda r: r["max rel err"] / r["tolerance"])
+                ok, detail = result.ok, (f"{worst['quantity']}: {worst['max rel err']:.1e} "
+                                         f"/ tol {worst['tolerance']:.1e}")
+            except Exception as e:  # a crash is a failure too, and says why
+                ok, detail = False, f"{type(e).__name__}: {e}"[:120]
+            rows.append({"norm": c.norm, "candidate": cand.name, "reference": ref.name,
+                         "dtype": dtype, "shape": "x".join(map(str, c.shape)), "ok": ok,
+                         "counts": c.counts, "worst": detail,
+                         "seconds": time.perf_counter() - start})
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    cols = [("norm", 17), ("candidate", 26), ("reference", 47), ("dtype", 8), ("result", 6),
+            ("worst quantity: rel err / tolerance", 44)]
+    lines = ["  ".join(n.ljust(w) for n, w in cols), "  ".join("-" * w for _, w in cols)]
+    for r in rows:
+        result = ("pass" if r["ok"] else "FAIL") if r["counts"] else ("ok" if r["ok"] else "info")
+        cells = [r["norm"], r["candidate"], r["reference"], r["dtype"], result, r["worst"]]
+        lines.append("  ".join(str(c).ljust(w) for c, (_, w) in zip(cells, cols)))
+    return "\n".join(lines)
+
+
+def exit_status(rows: Sequence[dict]) -> int:
+    """1 when a counted comparison failed (or nothing was checked), else 0."""
+    counted = [r for r in rows if r["counts"]]
+    return 0 if counted and all(r["ok"] for r in counted) else 1
+
+
+def main(argv: Optional[Sequence[str]] = None, checks: Optional[Sequence[Check]] = None) -> int:
+    """The command line; ``checks`` replaces the default comparisons (for tests)."""
+    p = argparse.ArgumentParser(prog="python -m normtext.check", description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--dtype", nargs="*", default=["float32"],
+                   choices=["float64", "float32", "float16", "bfloat16"])
+    p.add_argument("--norms", nargs="*", help="restrict to these norms (registry names)")
+    args = p.parse_args(argv)
+    import torch
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        print("CUDA is not available here", file=sys.stderr)
+        return 2
+    from .show import environment
+    print(environment())
+    if checks is None:
+        checks = default_checks(args.device, args.norms)
+    rows = run_checks(checks, args.dtype)
+    print(format_table(rows))
+    status = exit_status(rows)
+    failed = sum(1 for r in rows if r["counts"] and not r["ok"])
+    counted = sum(1 for r in rows if r["counts"])
+    print(f"{counted - failed}/{counted} normtext comparisons pass on {args.device}"
+          + ("" if status == 0 else " -- FAILED"))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
