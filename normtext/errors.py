@@ -225,7 +225,8 @@ def check_whitening(shape: Shape, *, training: bool, method: str, eps: float,
     if iterations is not None and method != "zca":
         raise ValueError("the Newton-Schulz iteration computes the ZCA matrix; "
                          "use method='zca' with iterations")
-    check_eps(eps, training, op="batch_whitening")
+    # eps = 0 is allowed: with m > d samples the covariance is (almost surely) full rank
+    check_eps(eps, False, op="batch_whitening")
     m, d = shape[0] * prod(shape[2:]), shape[1]
     if training and m <= d:
         raise ValueError(f"batch whitening needs more samples than features: got {m} samples "
