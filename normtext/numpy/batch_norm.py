@@ -24,7 +24,7 @@ class BatchNormResult(NamedTuple):
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
                training=False, momentum=0.1, eps=1e-5,
                unbiased_running_var=True) -> BatchNormResult:
-    r"""Batch normalization of ``x`` of shape (N, C, *), in float64.
+    r"""Batch normalization of ``x`` of shape ``(N, C, *)``, in float64.
 
     .. math::
         y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \gamma + \beta

@@ -1,0 +1,192 @@
+"""The rendered book as a reader sees it: every page opened in headless Chromium.
+
+For every HTML page of the built book: it loads without console errors,
+uncaught exceptions or failed requests; it asks for nothing outside the local
+server (MathJax, fonts and scripts are served from ``_static``); every image has
+loaded (non-zero natural size); the math has been typeset by MathJax (each
+math element holds a MathJax container, no ``mjx-merror``, no raw ``\\(``,
+``\\[`` or ``$$`` left in the text); and every internal link resolves on the
+local server, anchors included. The search page finds the search term.
+A screenshot of the first screen of each chapter is saved for CI's artifacts.
+
+Off by default; see ``conftest.py`` for the switches and settings.
+"""
+from __future__ import annotations
+
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from browser_support import html_dir, html_pages
+
+PAGES = html_pages(html_dir())
+VIEWPORT = {"width": 1280, "height": 800}
+LOAD_TIMEOUT_MS = 30_000
+
+# Text of the page outside code, scripts and typeset math: where raw TeX must not be.
+_PROSE_TEXT = """() => {
+  const body = document.body.cloneNode(true);
+  body.querySelectorAll('pre, code, script, style, noscript, textarea, mjx-container, '
+                        + '.highlight, .MathJax, mjx-assistive-mml').forEach(e => e.remove());
+  return body.innerText;
+}"""
+
+_MATH_STATE = """async () => {
+  const math = Array.from(document.querySelectorAll('.math'));
+  const state = {math: math.length, mathjax: !!window.MathJax, untypeset: [], errors: []};
+  if (window.MathJax && MathJax.startup && MathJax.startup.promise) {
+    await MathJax.startup.promise;
+  }
+  if (window.MathJax && MathJax.typesetPromise) { await MathJax.typesetPromise(); }
+  state.untypeset = math.filter(e => !e.querySelector('mjx-container'))
+                        .map(e => e.textContent.slice(0, 80));
+  state.errors = Array.from(document.querySelectorAll('mjx-merror, [data-mjx-error]'))
+                      .map(e => (e.getAttribute('data-mjx-error') || e.textContent).slice(0, 80));
+  return state;
+}"""
+
+_IMAGES = """async () => {
+  const images = Array.from(document.images);
+  images.forEach(img => { img.loading = 'eager'; });
+  await Promise.all(images.map(img => img.complete ? null :
+      new Promise(done => { img.addEventListener('load', done); img.addEventListener('error', done);
+                            setTimeout(done, 10000); })));
+  return images.map(img => ({src: img.currentSrc || img.src, width: img.naturalWidth,
+                             visible: img.offsetParent !== null}));
+}"""
+
+_LINKS = "() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"
+
+_RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$")
+
+
+def _ids(page):
+    return page or "no-pages"
+
+
+def _fetch(url: str, cache: dict) -> tuple[int, str]:
+    if url not in cache:
+        try:
+            with urllib.request.urlopen(url, timeout=30) as response:
+                cache[url] = (response.status, response.read().decode("utf-8", "replace"))
+        except urllib.error.HTTPError as e:
+            cache[url] = (e.code, "")
+    return cache[url]
+
+
+@pytest.fixture(scope="session")
+def fetched():
+    return {}
+
+
+def _is_chapter(page: str) -> bool:
+    """A page of the table of contents (the book's own pages, not generated indexes)."""
+    return page == "index.html" or page.startswith("book/")
+
+
+def _open(browser, server, path):
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    problems = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}")
+            if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"uncaught exception: {e}"))
+    page.on("requestfailed", lambda r: problems.append(
+        f"request failed: {r.url} ({r.failure})"))
+    page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}")
+            if r.status >= 400 else None)
+
+    def local_only(route):
+        if route.request.url.startswith(server) or route.request.url.startswith("data:"):
+            route.continue_()
+        else:
+            problems.append(f"asks for an outside resource: {route.request.url}")
+            route.abort()
+    page.route("**/*", local_only)
+    page.goto(f"{server}/{path}", wait_until="load", timeout=LOAD_TIMEOUT_MS)
+    return context, page, problems
+
+
+@pytest.mark.parametrize("path", PAGES or [None], ids=_ids)
+def test_page(path, book_dir, server, browser, shots, browser_report, fetched):
+    assert path is not None, f"no HTML pages under {book_dir}"
+    context, page, problems = _open(browser, server, path)
+    try:
+        math = page.evaluate(_MATH_STATE)
+        images = page.evaluate(_IMAGES)
+        prose = page.evaluate(_PROSE_TEXT)
+        links = page.evaluate(_LINKS)
+        if _is_chapter(path):
+            page.evaluate("window.scrollTo(0, 0)")
+            name = path[:-len(".html")].replace("/", "__") + ".png"
+            page.screenshot(path=str(shots / name))
+            browser_report["screenshots"].append(name)
+        page.wait_for_timeout(100)  # late console messages
+    finally:
+        context.close()
+
+    # 1. loads cleanly, offline
+    assert not problems, f"{path}: " + "; ".join(problems)
+    # 2. images
+    broken = [i["src"] for i in images if i["width"] == 0]
+    assert not broken, f"{path}: images that did not load: {broken}"
+    # 3. math
+    if math["math"]:
+        assert math["mathjax"], f"{path}: {math['math']} math elements but MathJax did not load"
+    assert not math["untypeset"], f"{path}: math not typeset: {math['untypeset']}"
+    assert not math["errors"], f"{path}: MathJax errors: {math['errors']}"
+    raw = sorted({m.group(0) for m in _RAW_TEX.finditer(prose)})
+    assert not raw, (f"{path}: raw TeX delimiters {raw} left in the text, e.g. "
+                     + repr(prose[max(0, _RAW_TEX.search(prose).start() - 60):][:160]))
+    # 4. internal links (and their anchors) resolve on the local server
+    dead = []
+    for href in sorted(set(links)):
+        if not href.startswith(server):
+            continue
+        target, _, fragment = href.partition("#")
+        target = target.split("?", 1)[0]
+        status, text = _fetch(target, fetched)
+        if status != 200:
+            dead.append(f"{href} (HTTP {status})")
+        elif fragment and target.endswith(".html"):
+            anchor = urllib.parse.unquote(fragment)
+            if f'id="{anchor}"' not in text and f'name="{anchor}"' not in text:
+                dead.append(f"{href} (no anchor #{anchor})")
+    assert not dead, f"{path}: internal links that do not resolve: {dead}"
+    browser_report["checked"].append(path)
+
+
+def _search_term(root) -> str:
+    term = os.environ.get("NORMTEXT_SEARCH_TERM")
+    if term:
+        return term
+    has_layer_norm = any(re.search(r"layer[-_]?norm", p, re.I)
+                         for p in html_pages(root) if _is_chapter(p))
+    return "LayerNorm" if has_layer_norm else "BatchNorm"
+
+
+def test_search_finds_the_term(book_dir, server, browser, shots, browser_report):
+    term = _search_term(book_dir)
+    context, page, problems = _open(browser, server,
+                                    "search.html?q=" + urllib.parse.quote(term))
+    try:
+        page.wait_for_function(
+            "() => document.querySelector('#search-results .search-summary') !== null"
+            " && !document.querySelector('#search-results .search-summary').textContent"
+            ".includes('Searching')", timeout=LOAD_TIMEOUT_MS)
+        page.wait_for_timeout(500)  # results are appended one by one
+        results = page.evaluate(
+            "() => Array.from(document.querySelectorAll('#search-results ul.search li a'))"
+            ".map(a => a.getAttribute('href'))")
+        summary = page.inner_text("#search-results .search-summary")
+        page.screenshot(path=str(shots / "search.png"))
+        browser_report["screenshots"].append("search.png")
+    finally:
+        context.close()
+    assert not problems, "search page: " + "; ".join(problems)
+    assert results, f"the search page found nothing for {term!r} ({summary.strip()!r})"
+    browser_report["search"].append(f"{term!r}: {len(results)} results, first {results[:5]}")
