@@ -260,7 +260,8 @@ def _round_to(x: np.ndarray, dtype: str) -> np.ndarray:
 
 def compare_layers(candidate, reference_layer, shape: Sequence[int], *, steps: int = 3,
                    dtype: str = "float32", seed: int = 0, loc: float = 0.0, scale: float = 1.0,
-                   spec: NormSpec = BATCH_NORM, k: int = 1, check: bool = True) -> Comparison:
+                   spec: NormSpec = BATCH_NORM, k: int = 1, check: bool = True,
+                   groups: Optional[int] = None, param_size: Optional[int] = None) -> Comparison:
     """Run two layers side by side and compare everything they compute.
 
     Args:
@@ -275,14 +276,23 @@ def compare_layers(candidate, reference_layer, shape: Sequence[int], *, steps: i
         loc, scale: the inputs are ``normal(loc, scale)``.
         spec, k: the norm, to size the tolerance by its reduction size.
         check: raise :class:`ToleranceError` when a tolerance is exceeded.
+        groups: for a grouped spec (GroupNorm), ``G``: the statistics are taken on
+            the view ``(N, G, -1)``, which sizes the tolerance.
+        param_size: the length of gamma/beta when it is not the spec's
+            (MXNet's GroupNorm: one per group).
     """
     rng = np.random.default_rng(seed)
     # gamma/beta span the spec's affine axes: (C,) for BN/IN/GN, normalized_shape for LN
     channels = tuple(shape[i] for i in spec.affine_axes(len(shape), k)) or shape[1]
+    if param_size is not None:
+        channels = param_size
     init = {"gamma": rng.uniform(0.5, 1.5, channels), "beta": rng.normal(0, 1, channels)}
     for layer in (candidate, reference_layer):
         layer.set_state(init)
-    m = spec.reduction_size(shape, k)
+    if spec.grouped and groups is not None:
+        m = spec.reduction_size((shape[0], groups, math.prod(shape) // (shape[0] * groups)), k)
+    else:
+        m = spec.reduction_size(shape, k)
     tol = tolerance(dtype, m)
     result = Comparison(candidate.name, reference_layer.name, dtype)
     for _ in range(steps):
@@ -357,3 +367,89 @@ class ReferenceLayerNorm:
 
     def eval_output(self, x, dtype: str) -> np.ndarray:
         return self._forward(x, dtype).y
+
+
+class ReferenceInstanceNorm:
+    """The float64 NumPy InstanceNorm with state, in PyTorch's convention (issue 4).
+
+    ``affine`` and ``track_running_stats`` as in ``torch.nn.InstanceNorm2d``
+    (both default False); Gluon's InstanceNorm is ``affine=True`` here (its
+    gamma and beta are always applied), without running statistics.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = False, track_running_stats: bool = False,
+                 learn: Sequence[str] = ("gamma", "beta")):
+        self.name = "float64 reference InstanceNorm"
+        self.eps, self.momentum, self.affine = eps, momentum, affine
+        self.learn = tuple(learn) if affine else ()  # Gluon's scale=False: learn=("beta",)
+        self.track = track_running_stats
+        self.state = {"gamma": np.ones(num_features), "beta": np.zeros(num_features),
+                      "running_mean": np.zeros(num_features), "running_var": np.ones(num_features)}
+
+    def set_state(self, params: Dict[str, np.ndarray]) -> None:
+        self.state.update({k: np.asarray(v, np.float64) for k, v in params.items()})
+
+    def _forward(self, x, training):
+        s = self.state
+        rm, rv = (s["running_mean"], s["running_var"]) if self.track else (None, None)
+        return reference.instance_norm(
+            x, rm, rv, s["gamma"] if self.affine else None, s["beta"] if self.affine else None,
+            use_input_stats=training or not self.track, momentum=self.momentum, eps=self.eps)
+
+    def train_step(self, x, dy, dtype: str) -> Dict[str, np.ndarray]:
+        res = self._forward(x, training=True)
+        if self.track:
+            self.state["running_mean"], self.state["running_var"] = res.running_mean, res.running_var
+        dx, dgamma, dbeta = reference.instance_norm_backward(dy, res.cache)
+        out = {"output": res.y, "input grad": dx}
+        grads = {"gamma": ("gamma grad", dgamma), "beta": ("beta grad", dbeta)}
+        out.update(dict(grads[p] for p in self.learn))
+        return out
+
+    def running_stats(self) -> Dict[str, np.ndarray]:
+        return {k: self.state[k] for k in ("running_mean", "running_var")} if self.track else {}
+
+    def eval_output(self, x, dtype: str) -> np.ndarray:
+        return self._forward(x, training=False).y
+
+
+class ReferenceGroupNorm:
+    """The float64 NumPy GroupNorm (issue 4); ``gamma_per="group"`` for Gluon 1.9.1's convention.
+
+    ``learn`` names the parameters whose gradients are compared (Gluon's
+    ``scale=False`` keeps gamma fixed: pass ``learn=("beta",)``).
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
+                 gamma_per: str = "channel", affine: bool = True,
+                 learn: Sequence[str] = ("gamma", "beta")):
+        self.name = f"float64 reference GroupNorm (gamma per {gamma_per})"
+        self.num_groups, self.eps, self.gamma_per, self.affine = num_groups, eps, gamma_per, affine
+        self.learn = tuple(learn) if affine else ()
+        size = num_channels if gamma_per == "channel" else num_groups
+        self.state = {"gamma": np.ones(size), "beta": np.zeros(size)}
+
+    def set_state(self, params: Dict[str, np.ndarray]) -> None:
+        self.state.update({k: np.asarray(v, np.float64) for k, v in params.items()
+                           if k in ("gamma", "beta")})
+
+    def _forward(self, x):
+        s = self.state
+        return reference.group_norm(x, self.num_groups, s["gamma"] if self.affine else None,
+                                    s["beta"] if self.affine else None, eps=self.eps,
+                                    gamma_per=self.gamma_per)
+
+    def train_step(self, x, dy, dtype: str) -> Dict[str, np.ndarray]:
+        res = self._forward(x)
+        dx, dgamma, dbeta = reference.group_norm_backward(dy, res.cache)
+        out = {"output": res.y, "input grad": dx}
+        grads = {"gamma": ("gamma grad", dgamma), "beta": ("beta grad", dbeta)}
+        out.update(dict(grads[p] for p in self.learn))
+        return out
+
+    def running_stats(self) -> Dict[str, np.ndarray]:
+        return {}
+
+    def eval_output(self, x, dtype: str) -> np.ndarray:
+        return self._forward(x).y

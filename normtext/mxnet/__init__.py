@@ -17,3 +17,8 @@ __all__ = ["BatchNorm"]
 
 from .layer_norm import LayerNorm  # noqa: E402
 __all__ += ["LayerNorm"]
+
+from .group_norm import GroupNorm  # noqa: E402  (issue 4)
+from .instance_norm import InstanceNorm  # noqa: E402
+from .lrn import lrn  # noqa: E402
+__all__ += ["InstanceNorm", "GroupNorm", "lrn"]

@@ -17,4 +17,7 @@ __all__ += ["LayerNorm", "RMSNorm", "LayerNormLSTMCell", "RMSNormFunction",
             "layer_norm_hand", "rms_norm_hand"]
 from .sync import SyncBatchNorm  # noqa: E402,F401  (issue 5)
 __all__ += ["SyncBatchNorm"]
+from .modules import (GroupNorm, InstanceNorm1d, InstanceNorm2d, InstanceNorm3d,  # noqa: E402
+                      LocalResponseNorm)  # (issue 4)
+__all__ += ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "GroupNorm", "LocalResponseNorm"]
 from . import more  # noqa: E402,F401  CrossNorm, whitening, conditional BN/AdaIN, WN, WS, grad norms (issue 7)

@@ -189,6 +189,7 @@ def rms_norm(input: Tensor, normalized_shape: list[int], weight: Optional[Tensor
 # --- InstanceNorm, GroupNorm, LocalResponseNorm (issue 4) ---------------------------------
 
 from ..spec import GROUP_NORM, INSTANCE_NORM  # noqa: E402
+from ._util import _dtype_name  # noqa: E402
 
 __all__ += ["instance_norm", "group_norm", "local_response_norm"]
 
@@ -324,12 +325,23 @@ def local_response_norm(input: Tensor, size: int, alpha: float = 1e-4, beta: flo
     errors.check_local_response_norm(input.dim(), size, empty=input.numel() == 0)
     if input.numel() == 0:
         return input
-    dtype = compute_dtype(input.dtype) if input.is_floating_point() else torch.get_default_dtype()
-    a = input.to(dtype)
+    # PyTorch averages with avg_pool2d (3D) or avg_pool3d: their dtype support is LRN's
+    pool = "avg_pool2d" if input.dim() == 3 else "avg_pool3d_out_frame"
+    low = (torch.float16, torch.bfloat16)
+    if (not input.is_floating_point() and input.dtype != torch.int64) or \
+            (input.dim() > 3 and input.dtype in low):
+        names = {torch.float16: "Half", torch.bfloat16: "BFloat16"}
+        errors.check_floating(False, names.get(input.dtype) or _dtype_name(input.dtype), pool)
     lo, hi = size // 2, (size - 1) // 2
+    a = input.to(compute_dtype(input.dtype)) if input.is_floating_point() else input
     # zero-pad the channel axis, then sum every window of n neighbours
     sq = torch.nn.functional.pad(a.square().movedim(1, -1), (lo, hi)).movedim(-1, 1)
     window_sum = sq.unfold(1, size, 1).sum(-1)
+    if input.is_floating_point():
+        mean_sq = window_sum / size
+    else:  # int64: PyTorch's integer average pooling truncates, then computes in float32
+        mean_sq = torch.div(window_sum, size, rounding_mode="floor").to(torch.get_default_dtype())
+        a = a.to(mean_sq.dtype)
     # b = a / (k + alpha/n * sum a^2)^beta
-    y = a / (window_sum * (alpha / size) + k).pow(beta)
+    y = a / (mean_sq * alpha + k).pow(beta)
     return y.to(input.dtype) if input.is_floating_point() else y

@@ -278,3 +278,202 @@ class RMSNorm(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.normalized_shape}, eps={self.eps}, "
                 f"elementwise_affine={self.elementwise_affine}")
+
+
+# --- InstanceNorm1d/2d/3d, GroupNorm, LocalResponseNorm (issue 4) ---------------------------
+
+import warnings  # noqa: E402
+
+__all__ += ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "GroupNorm",
+            "LocalResponseNorm"]
+
+
+class _InstanceNorm(_BatchNorm):
+    """What InstanceNorm1d/2d/3d share: BatchNorm's parameters and buffers, other defaults.
+
+    As in ``torch.nn``: ``affine=False`` and ``track_running_stats=False`` by
+    default; an input without the batch axis is normalized as a batch of one;
+    ``momentum=None`` leaves the running statistics unchanged (PyTorch passes
+    0.0, and InstanceNorm never counts ``num_batches_tracked``).
+    """
+
+    _no_batch_dim: int = 0
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: Optional[float] = 0.1,
+                 affine: bool = False, track_running_stats: bool = False,
+                 device=None, dtype=None, *, bias: bool = True) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats,
+                         device, dtype, bias=bias)
+
+    def _apply_instance_norm(self, input: Tensor) -> Tensor:
+        return F.instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
+                               self.training or not self.track_running_stats,
+                               self.momentum if self.momentum is not None else 0.0, self.eps)
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        feature_dim = input.dim() - self._no_batch_dim
+        if errors.check_num_features(input.size(feature_dim), self.num_features, feature_dim,
+                                     self.affine):
+            warnings.warn(f"input's size at dim={feature_dim} does not match num_features. "
+                          "You can silence this warning by not passing in num_features, "
+                          "which is not used because affine=False", stacklevel=2)
+        if input.dim() == self._no_batch_dim:  # (C, *): a batch of one
+            return self._apply_instance_norm(input.unsqueeze(0)).squeeze(0)
+        return self._apply_instance_norm(input)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
+                              missing_keys, unexpected_keys, error_msgs):
+        # checkpoints from before PyTorch 0.4 carry running stats that are not tracked
+        version = local_metadata.get("version", None)
+        if version is None and not self.track_running_stats:
+            keys = [prefix + k for k in ("running_mean", "running_var") if prefix + k in state_dict]
+            if keys:
+                error_msgs.append(
+                    "Unexpected running stats buffer(s) {names} for {klass} with "
+                    "track_running_stats=False. If state_dict is a checkpoint saved before "
+                    "0.4.0, this may be expected because {klass} does not track running stats "
+                    "by default since 0.4.0. Please remove these keys from state_dict. If the "
+                    "running stats are actually needed, instead set track_running_stats=True "
+                    "in {klass} to enable them. See the documentation of {klass} for "
+                    "details.".format(names=" and ".join(f'"{k}"' for k in keys),
+                                      klass=self.__class__.__name__))
+                for key in keys:
+                    state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict,
+                                      missing_keys, unexpected_keys, error_msgs)
+
+
+class InstanceNorm1d(_InstanceNorm):
+    r"""Instance normalization over a 2D (unbatched) or 3D input, as :class:`torch.nn.InstanceNorm1d`.
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta
+
+    The mean and the biased variance are taken per sample and channel over the
+    length. Unlike BatchNorm the defaults are ``affine=False`` and
+    ``track_running_stats=False``: the layer has no parameters and uses each
+    instance's own statistics in training and in evaluation.
+
+    Args:
+        num_features: ``C`` of an input ``(N, C, L)`` or ``(C, L)``.
+        eps: added to the variance. Default: 1e-5.
+        momentum: weight of the new batch in the running estimates. Default: 0.1.
+        affine: learnable per-channel ``weight`` and ``bias``. Default: False.
+        track_running_stats: keep running estimates and normalize with them in
+            evaluation. Default: False.
+
+    Example::
+
+        >>> from normtext import torch as nt
+        >>> nt.InstanceNorm1d(4)(torch.randn(2, 4, 10)).shape
+        torch.Size([2, 4, 10])
+    """
+    _accepted_ndim = (2, 3)
+    _no_batch_dim = 2
+
+
+class InstanceNorm2d(_InstanceNorm):
+    r"""Instance normalization over a 3D (unbatched) or 4D input, as :class:`torch.nn.InstanceNorm2d`.
+
+    Statistics per sample and channel over ``H`` and ``W``; see :class:`InstanceNorm1d`.
+
+    Example::
+
+        >>> from normtext import torch as nt
+        >>> nt.InstanceNorm2d(3, affine=True)(torch.randn(2, 3, 8, 8)).shape
+        torch.Size([2, 3, 8, 8])
+    """
+    _accepted_ndim = (3, 4)
+    _no_batch_dim = 3
+
+
+class InstanceNorm3d(_InstanceNorm):
+    r"""Instance normalization over a 4D (unbatched) or 5D input, as :class:`torch.nn.InstanceNorm3d`.
+
+    Statistics per sample and channel over ``D``, ``H`` and ``W``; see :class:`InstanceNorm1d`.
+
+    Example::
+
+        >>> from normtext import torch as nt
+        >>> nt.InstanceNorm3d(3)(torch.randn(2, 3, 4, 4, 4)).shape
+        torch.Size([2, 3, 4, 4, 4])
+    """
+    _accepted_ndim = (4, 5)
+    _no_batch_dim = 4
+
+
+class GroupNorm(nn.Module):
+    r"""Group normalization, as :class:`torch.nn.GroupNorm`.
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} * \gamma + \beta
+
+    The channels are split into ``num_groups`` groups; the statistics of each
+    sample's group are taken over its ``C/G`` channels and every position, in
+    training and evaluation alike. ``weight`` and ``bias`` are per channel
+    (MXNet Gluon 1.9.1 has them per group: see :mod:`normtext.mxnet.group_norm`).
+
+    Args:
+        num_groups: ``G``, which must divide ``num_channels``.
+        num_channels: ``C``.
+        eps: added to the variance. Default: 1e-5.
+        affine: learnable per-channel ``weight`` and ``bias``. Default: True.
+        bias: with ``affine``, learn ``bias`` too (keyword only). Default: True.
+
+    Example::
+
+        >>> from normtext import torch as nt
+        >>> nt.GroupNorm(3, 6)(torch.randn(20, 6, 10, 10)).shape
+        torch.Size([20, 6, 10, 10])
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
+                 affine: bool = True, device=None, dtype=None, *, bias: bool = True) -> None:
+        super().__init__()
+        errors.check_groups_divide_channels(num_channels, num_groups)
+        factory = {"device": device, "dtype": dtype}
+        self.num_groups, self.num_channels = num_groups, num_channels
+        self.eps, self.affine = eps, affine
+        self.weight = nn.Parameter(torch.empty(num_channels, **factory)) if affine else None
+        self.bias = nn.Parameter(torch.empty(num_channels, **factory)) if affine and bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, "
+                f"affine={self.affine}, bias={self.bias is not None}")
+
+
+class LocalResponseNorm(nn.Module):
+    r"""Local response normalization across channels, as :class:`torch.nn.LocalResponseNorm`.
+
+    .. math::
+        b_c = a_c \left(k + \frac{\alpha}{n} \sum_{c'} a_{c'}^2\right)^{-\beta}
+
+    over the ``n = size`` channels ``c - n//2 .. c + (n-1)//2``. No parameters.
+
+    Example::
+
+        >>> from normtext import torch as nt
+        >>> nt.LocalResponseNorm(2)(torch.randn(32, 5, 24, 24)).shape
+        torch.Size([32, 5, 24, 24])
+    """
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0) -> None:
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.local_response_norm(input, self.size, self.alpha, self.beta, self.k)
+
+    def extra_repr(self) -> str:
+        return "{size}, alpha={alpha}, beta={beta}, k={k}".format(**self.__dict__)
