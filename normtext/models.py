@@ -54,3 +54,109 @@ def lenet(norm: Optional[NormFactory] = None, activation: Callable[[], nn.Module
         *block(nn.Linear(16 * side * side, 120, bias=bias), 120, 0),
         *block(nn.Linear(120, 84, bias=bias), 84, 0),
         nn.Linear(84, 10))
+
+
+# --- a small CNN for 8x8 digits, for the batch-size sweep of the GroupNorm chapter (issue 4) ---
+
+def normtext_group_norm(num_groups: int) -> NormFactory:
+    """A factory of normtext's GroupNorm with ``num_groups`` groups (after convolutions only)."""
+    def factory(num_features: int, spatial_dims: int) -> nn.Module:
+        from . import torch as nt
+        return nt.GroupNorm(num_groups, num_features)
+    return factory
+
+
+def small_cnn(norm: Optional[NormFactory] = None, width: int = 16) -> nn.Sequential:
+    """Three 3x3 convolutions (width, width, 2 width channels) with a norm and ReLU each,
+    global average pooling and a linear classifier; for 8x8 inputs (``digits_8x8``)."""
+    def block(c_in, c_out):
+        parts = [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=norm is None)]
+        if norm is not None:
+            parts.append(norm(c_out, 2))
+        return parts + [nn.ReLU()]
+
+    return nn.Sequential(*block(1, width), *block(width, width), nn.MaxPool2d(2),
+                         *block(width, 2 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(2 * width, 10))
+
+
+# --- LayerNorm chapter (issue 3): seed 000's CNN, corrected, and seed 001's networks ------
+
+def calc_activation_shape(dim, ksize, dilation=(1, 1), stride=(1, 1), padding=(0, 0)):
+    """The (H, W) a ``Conv2d``/``MaxPool2d`` produces from ``dim`` (seed 000's helper, corrected).
+
+    The output size per axis is ``floor((d + 2p - dilation * (k - 1) - 1) / stride) + 1``
+    (the formula in ``torch.nn.Conv2d``'s documentation). Seed 000 divided with ``/``
+    and returned floats, which ``torch.nn.LayerNorm`` rejects; ``//`` floors and
+    keeps ints. Scalars are accepted for every argument, as ``Conv2d`` does.
+    """
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
+    dim, ksize, dilation, stride, padding = map(pair, (dim, ksize, dilation, stride, padding))
+
+    def shape_each_dim(i):
+        odim_i = dim[i] + 2 * padding[i] - dilation[i] * (ksize[i] - 1) - 1
+        return odim_i // stride[i] + 1   # floor division: the seed's "/" gave floats
+
+    return shape_each_dim(0), shape_each_dim(1)
+
+
+class Seed000Net(nn.Module):
+    """Seed 000's two-convolution network with LayerNorm over (C, H, W), made to run.
+
+    The seed's code fails in five places: ``torch.nn.Conv2D`` and ``torch.nn.Dense``
+    do not exist (``Conv2d``, ``Linear``), ``__init__`` never calls
+    ``super().__init__()``, ``forward`` reads the undefined ``input`` instead of
+    ``inputs``, ``calc_activation_shape`` returns floats, and the dense layer gets
+    a 4D tensor (no flatten). It also ends in a sigmoid, which does not fit a
+    10-class softmax cross-entropy: the corrected model returns logits.
+
+    Args:
+        idim: the input's (H, W).
+        in_channels: 1 for MNIST (the seed's 3 is for RGB).
+        num_classes: outputs.
+        layer_norm: ``False`` replaces both LayerNorms by the identity (the baseline).
+        norm: a ``normalized_shape -> module`` factory (default ``normtext.torch.LayerNorm``).
+    """
+
+    def __init__(self, idim=(28, 28), in_channels: int = 1, num_classes: int = 10,
+                 layer_norm: bool = True, norm=None):
+        super().__init__()
+        if norm is None:
+            from .torch import LayerNorm as norm
+        make = norm if layer_norm else (lambda shape: nn.Identity())
+        self.layer1 = nn.Conv2d(in_channels, 5, 3)
+        ln_shape = calc_activation_shape(idim, 3)       # the output of the convolution
+        self.norm1 = make([5, *ln_shape])               # normalize over C, H and W
+        self.layer2 = nn.Conv2d(5, 10, 3)
+        ln_shape = calc_activation_shape(ln_shape, 3)
+        self.norm2 = make([10, *ln_shape])
+        self.layer3 = nn.Linear(10 * ln_shape[0] * ln_shape[1], num_classes)
+
+    def forward(self, inputs):
+        from torch.nn import functional as F
+        x = F.relu(self.norm1(self.layer1(inputs)))
+        x = F.relu(self.norm2(self.layer2(x)))
+        return self.layer3(x.flatten(1))                # logits: the loss applies the softmax
+
+
+def seed001_lenet(dense_norm: Optional[str] = None, conv_norm: bool = False) -> nn.Sequential:
+    """Seed 001's Keras LeNet in PyTorch: conv 6@5x5, pool, conv 16@5x5, pool, dense 120, 84, 10, tanh.
+
+    Args:
+        dense_norm: ``None``, ``"bn"`` (``nn.BatchNorm1d``) or ``"ln"``
+            (``normtext.torch.LayerNorm``) after the tanh of each hidden dense
+            layer, where the seed's ``model.add(LayerNormalization())`` puts it.
+        conv_norm: also put a LayerNorm over (C, H, W) after each convolution's
+            tanh (seed 001, section 3.3).
+    """
+    from . import torch as nt
+    norm = {None: None, "bn": nn.BatchNorm1d, "ln": nt.LayerNorm}[dense_norm]
+    after = lambda n: [norm(n)] if norm is not None else []
+    conv_ln = lambda shape: [nt.LayerNorm(shape)] if conv_norm else []
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5), nn.Tanh(), *conv_ln([6, 24, 24]), nn.MaxPool2d(2, 2),
+        nn.Conv2d(6, 16, 5), nn.Tanh(), *conv_ln([16, 8, 8]), nn.MaxPool2d(2, 2),
+        nn.Flatten(),
+        nn.Linear(16 * 4 * 4, 120), nn.Tanh(), *after(120),
+        nn.Linear(120, 84), nn.Tanh(), *after(84),
+        nn.Linear(84, 10))   # the softmax is in the loss

@@ -448,3 +448,33 @@ def test_gluon_wrong_in_channels_raises_like_gluon(mx):
         errs.append(_raised(lambda: block(x).wait_to_read()))
     assert isinstance(errs[0], mx.base.MXNetError) and isinstance(errs[1], mx.base.MXNetError)
     assert "Shape inconsistent" in str(errs[0]) and "Shape inconsistent" in str(errs[1])
+
+
+# --- the chapter's models and verdict rules -----------------------------------------
+
+@pytest.mark.parametrize("dim", [(28, 28), (27, 31), (8, 5)])
+@pytest.mark.parametrize("k,d,s,p", [(3, 1, 1, 0), (5, 1, 2, 2), (3, 2, 3, 1), ((2, 3), (1, 2), (2, 1), (0, 1))])
+def test_calc_activation_shape_matches_real_convolutions(dim, k, d, s, p):
+    from normtext.models import calc_activation_shape
+    conv = torch.nn.Conv2d(1, 1, k, stride=s, padding=p, dilation=d)
+    out = conv(torch.zeros(1, 1, *dim)).shape[2:]
+    got = calc_activation_shape(dim, k, d, s, p)
+    assert got == tuple(out) and all(type(n) is int for n in got)
+
+
+def test_seed000_net_runs_and_uses_layer_norm_over_chw():
+    from normtext.models import Seed000Net
+    net = Seed000Net()
+    assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert net.norm1.normalized_shape == (5, 26, 26) and net.norm2.normalized_shape == (10, 24, 24)
+    assert isinstance(Seed000Net(layer_norm=False).norm1, torch.nn.Identity)
+
+
+def test_verdict_rules():
+    from normtext.layer_norm_study import compare_groups, verdict
+    assert compare_groups([1.0, 1.1], [2.0, 2.1]) == "holds"
+    assert compare_groups([2.0, 2.1], [1.0, 1.1]) == "contradicted"
+    assert compare_groups([1.0, 2.0], [1.2, 2.2]) == "unclear"
+    assert verdict(["holds", "holds"]) == "reproduced"
+    assert verdict(["holds", "unclear"]) == "mixed"
+    assert verdict(["contradicted", "unclear"]) == "not reproduced"
