@@ -1,0 +1,116 @@
+"""The plumbing of ``python -m normtext.check`` and ``python -m normtext.bench`` (never timings)."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from normtext import bench, check, compare, registry
+from normtext.spec import LAYER_NORM
+
+
+def _check(candidate_module):
+    return check.Check("LayerNorm", lambda: compare.TorchLayer(candidate_module, name="candidate"),
+                       lambda: compare.TorchLayer(nn.LayerNorm(16)), shape=(8, 16),
+                       spec=LAYER_NORM)
+
+
+def test_check_passes_a_correct_layer(capsys):
+    from normtext import torch as nt
+    assert check.main([], checks=[_check(nt.LayerNorm(16))]) == 0
+    assert "1/1 normtext comparisons pass" in capsys.readouterr().out
+
+
+def test_check_fails_when_a_tolerance_is_broken(capsys):
+    # an injected bad implementation: eps 0.1 instead of 1e-5 changes every output a little
+    bad = nn.LayerNorm(16, eps=0.1)
+    assert check.main([], checks=[_check(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "0/1 normtext comparisons pass" in out
+
+
+def test_check_counts_a_crash_as_a_failure():
+    class Broken(nn.LayerNorm):
+        def forward(self, x):
+            raise RuntimeError("broken on purpose")
+    rows = check.run_checks([_check(Broken(16))])
+    assert not rows[0]["ok"] and "broken on purpose" in rows[0]["worst"]
+    assert check.exit_status(rows) == 1
+
+
+def test_check_ignores_information_rows_in_the_exit_status():
+    rows = [{"ok": True, "counts": True}, {"ok": False, "counts": False}]
+    assert check.exit_status(rows) == 0
+    assert check.exit_status([{"ok": False, "counts": False}]) == 1  # nothing counted
+
+
+def test_default_checks_cover_every_available_norm():
+    checks = check.default_checks(norms=["BatchNorm", "LayerNorm"])
+    assert {c.norm for c in checks} == {"BatchNorm", "LayerNorm"}
+    rows = check.run_checks(checks)
+    assert check.exit_status(rows) == 0, check.format_table(rows)
+
+
+def test_registry_finds_norms_by_their_functions():
+    names = [c.name for c in registry.available_norms()]
+    assert "BatchNorm" in names
+    for case in registry.REGISTRY.values():
+        from normtext.torch import functional
+        assert registry.available(case) == hasattr(functional, case.functional)
+
+
+@pytest.fixture(scope="module")
+def tiny_results():
+    return bench.run(norms=["LayerNorm", "BatchNorm"],
+                     shapes={"LayerNorm": [(2, 8, 16)], "BatchNorm": [(4, 3, 5, 5)]},
+                     repeats=3, min_time=1e-4, compile=False, bandwidth_bytes=2**20)
+
+
+def test_bench_rows_have_every_pass_and_implementation(tiny_results):
+    rows = tiny_results["rows"]
+    assert {(r["norm"], r["pass"], r["impl"]) for r in rows} == {
+        (n, p, i) for n in ("LayerNorm", "BatchNorm") for p in bench.PASSES
+        for i in ("built-in", "normtext eager")}
+    for r in rows:
+        assert r["q1_s"] <= r["median_s"] <= r["q3_s"]
+        assert r["ratio_q1"] <= r["ratio"] <= r["ratio_q3"]
+        assert r["bytes"] > 0 and r["roofline_fraction"] > 0
+        if r["impl"] == "built-in":
+            assert r["ratio"] == 1.0
+
+
+def test_bench_traffic_counts_every_tensor_once():
+    case = registry.REGISTRY["LayerNorm"]
+    # forward: x and y (4 * 16 floats each) + gamma and beta (16 each)
+    assert bench.traffic_bytes(case, (4, 16), 4, backward=False) == (2 * 64 + 32) * 4
+    assert bench.traffic_bytes(case, (4, 16), 4, backward=True) == (5 * 64 + 64) * 4
+
+
+def test_bench_table_structure(tiny_results):
+    rows = bench.table_rows(tiny_results)
+    assert len(rows) == 4  # 2 norms x 2 passes
+    assert all("eager / built-in" in r and "built-in ms" in r for r in rows)
+    assert all("compiled / built-in" not in r for r in rows)  # compile=False
+    text = bench.format_table(tiny_results)
+    lines = text.splitlines()
+    assert lines[0].startswith("normtext.bench") and "copy bandwidth" in lines[1]
+    header = next(i for i, l in enumerate(lines) if l.startswith("norm "))
+    assert len(lines) == header + 2 + 4
+
+
+def test_bench_results_files(tiny_results, tmp_path):
+    bench.write(tiny_results, str(tmp_path / "r.json"))
+    back = bench.read(str(tmp_path / "r.json"))
+    for key in ("date", "torch", "device", "dtype"):
+        assert key in back["environment"]
+    bench.write(tiny_results, str(tmp_path / "r.csv"))
+    text = (tmp_path / "r.csv").read_text().splitlines()
+    assert len(text) == 1 + len(tiny_results["rows"]) and "env_torch" in text[0]
+
+
+def test_bench_command_line(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    assert bench.main(["--quick", "--no-compile", "--norms", "RMSNorm", "--repeats", "2",
+                       "--out", str(out)]) == 0
+    assert "RMSNorm" in capsys.readouterr().out
+    assert json.loads(out.read_text())["environment"]["quick"] is True
