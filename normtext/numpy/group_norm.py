@@ -35,7 +35,7 @@ def _affine_view(x_shape, num_groups, gamma_per):
 
 def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5,
                gamma_per: str = "channel") -> GroupNormResult:
-    r"""Group normalization of ``x`` of shape (N, C, *), in float64.
+    r"""Group normalization of ``x`` of shape ``(N, C, *)``, in float64.
 
     .. math::
         y = \frac{x - \mathrm{E}_g[x]}{\sqrt{\mathrm{Var}_g[x] + \epsilon}} \gamma + \beta

@@ -25,7 +25,7 @@ class InstanceNormResult(NamedTuple):
 
 def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
                   use_input_stats=True, momentum=0.1, eps=1e-5) -> InstanceNormResult:
-    r"""Instance normalization of ``x`` of shape (N, C, *), in float64.
+    r"""Instance normalization of ``x`` of shape ``(N, C, *)``, in float64.
 
     .. math::
         y_{nc} = \frac{x_{nc} - \mathrm{E}[x_{nc}]}{\sqrt{\mathrm{Var}[x_{nc}] + \epsilon}}

@@ -95,7 +95,7 @@ class LRNResult(NamedTuple):
 
 def local_response_norm(a, size: int, alpha: float = 1e-4, beta: float = 0.75,
                         k: float = 1.0, convention: str = "torch") -> LRNResult:
-    r"""LRN of ``a`` of shape (N, C, *) in float64, across channels, in ``convention``."""
+    r"""LRN of ``a`` of shape ``(N, C, *)`` in float64, across channels, in ``convention``."""
     a = np.asarray(a, dtype=np.float64)
     if a.ndim < 3:
         from .. import errors
