@@ -1,0 +1,116 @@
+"""MXNet's SyncBatchNorm (``mxnet.gluon.contrib.nn.SyncBatchNorm``) on several CPU contexts.
+
+MXNet synchronizes inside one process: a single Python thread runs the block
+on ``k`` contexts (devices), and the engine's operators meet at a barrier to
+pool their sums. On CPU contexts that only works when the engine has at least
+``k`` CPU worker threads (``MXNET_CPU_WORKER_NTHREADS``, read once when mxnet
+is imported; the default is 1): with fewer, the operator of context 0 waits at
+the barrier for context 1, whose operator is queued behind it, and the process
+hangs forever. :func:`gluon_sync_bn_run` refuses to start in that case, and
+:func:`run_isolated` runs it in a fresh Python process with the variable set
+(and a timeout, so that the hang can be shown without waiting for it).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+from typing import Any, Dict, List, Optional, Sequence
+
+WORKER_THREADS_VAR = "MXNET_CPU_WORKER_NTHREADS"
+
+
+def gluon_sync_bn_run(case: Dict[str, Any], seed: int = 0,
+                      check_threads: bool = True) -> List[Dict[str, Any]]:
+    """Train Gluon's contrib SyncBatchNorm on ``k = len(case["batches"])`` CPU contexts.
+
+    The data are :func:`normtext.sync_workers.case_data`'s; context ``i`` gets
+    the slice of rank ``i``. Returns, per context, the same dict as one rank of
+    :func:`normtext.sync_workers.sync_bn_run` (outputs, input gradients, the
+    context's gamma/beta gradients, running statistics, evaluation output), so
+    :func:`normtext.sync_workers.check_equivalence` can compare it.
+    """
+    import numpy as np
+    import mxnet as mx
+    from mxnet import autograd
+    from mxnet.gluon.contrib.nn import SyncBatchNorm
+    from ..sync_workers import _slices, case_data
+
+    k = len(case["batches"])
+    threads = int(os.environ.get(WORKER_THREADS_VAR, "1") or 1)
+    if check_threads and threads < k:
+        raise RuntimeError(
+            f"{WORKER_THREADS_VAR}={threads} < {k} contexts: MXNet's SyncBatchNorm on CPU "
+            "would deadlock; set the variable before importing mxnet, or use run_isolated()")
+    data = case_data(case, seed)
+    ctxs = [mx.cpu(i) for i in range(k)]
+    c = case["features"][0]
+    # Gluon's momentum weighs the old running value: PyTorch's m is Gluon's 1 - m
+    layer = SyncBatchNorm(in_channels=c, num_devices=k, momentum=1 - case.get("momentum", 0.1))
+    layer.initialize(ctx=ctxs)
+    layer.gamma.set_data(mx.nd.array(data["gamma"]))
+    layer.beta.set_data(mx.nd.array(data["beta"]))
+    slices = _slices(case["batches"])
+    per_ctx: List[Dict[str, Any]] = [{"steps": []} for _ in ctxs]
+    for x, dy in zip(data["x"], data["dy"]):
+        xs = [mx.nd.array(x[s], ctx=cx) for s, cx in zip(slices, ctxs)]
+        for a in xs:
+            a.attach_grad()
+        with autograd.record():
+            ys = [layer(a) for a in xs]
+        autograd.backward(ys, [mx.nd.array(dy[s], ctx=cx) for s, cx in zip(slices, ctxs)])
+        for out, cx, a, yv in zip(per_ctx, ctxs, xs, ys):
+            out["steps"].append({
+                "output": yv.asnumpy().astype(np.float64),
+                "input grad": a.grad.asnumpy().astype(np.float64),
+                "gamma grad": layer.gamma.grad(cx).asnumpy().astype(np.float64),
+                "beta grad": layer.beta.grad(cx).asnumpy().astype(np.float64)})
+    for out, cx, s in zip(per_ctx, ctxs, slices):
+        out["running_mean"] = layer.running_mean.data(cx).asnumpy().astype(np.float64)
+        out["running_var"] = layer.running_var.data(cx).asnumpy().astype(np.float64)
+        y = layer(mx.nd.array(data["x_eval"][s], ctx=cx))   # not recording: inference
+        out["eval output"] = y.asnumpy().astype(np.float64)
+    return per_ctx
+
+
+def run_isolated(case: Dict[str, Any], seed: int = 0, worker_threads: Optional[int] = None,
+                 timeout: float = 120.0) -> List[Dict[str, Any]]:
+    """:func:`gluon_sync_bn_run` in a fresh Python process with ``MXNET_CPU_WORKER_NTHREADS`` set.
+
+    ``worker_threads`` defaults to the number of contexts. Raises
+    :class:`TimeoutError` when the process does not finish in ``timeout``
+    seconds (it is killed), :class:`RuntimeError` when it fails.
+    """
+    k = len(case["batches"])
+    env = dict(os.environ, **{WORKER_THREADS_VAR: str(worker_threads or k)})
+    with tempfile.TemporaryDirectory(prefix="normtext-mx-") as tmp:
+        request, answer = os.path.join(tmp, "in.pkl"), os.path.join(tmp, "out.pkl")
+        with open(request, "wb") as f:
+            pickle.dump({"case": case, "seed": seed}, f)
+        try:
+            proc = subprocess.run([sys.executable, "-m", "normtext.mxnet.sync", request, answer],
+                                  env=env, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:   # subprocess.run kills the child
+            raise TimeoutError(
+                f"MXNet SyncBatchNorm on {k} CPU contexts with {WORKER_THREADS_VAR}="
+                f"{env[WORKER_THREADS_VAR]} did not finish in {timeout:g} s (killed)") from None
+        if proc.returncode != 0:
+            raise RuntimeError(f"the MXNet process failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        with open(answer, "rb") as f:
+            return pickle.load(f)
+
+
+def _main(argv: Sequence[str]) -> int:
+    request, answer = argv
+    with open(request, "rb") as f:
+        job = pickle.load(f)
+    result = gluon_sync_bn_run(job["case"], job["seed"], check_threads=False)
+    with open(answer, "wb") as f:
+        pickle.dump(result, f)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,334 @@
+"""Functions that run inside the processes :func:`normtext.distributed.launch` starts.
+
+Spawned processes import what they run by name, so the SyncBatchNorm chapter
+and its tests keep their per-process code here, in the package:
+
+* :func:`hello`, :func:`die`, :func:`sleep`: the smallest workers, for the
+  launcher's own checks (a result per rank, a killed worker, a hang);
+* :func:`sync_bn_run` and :func:`check_equivalence`: the proof that k processes
+  with SyncBatchNorm compute what one BatchNorm computes on the concatenated batch;
+* :func:`all_reduce_timing`: what the communication costs on this machine;
+* :func:`builtin_sync_bn_on_cpu`: what ``torch.nn.SyncBatchNorm`` does on CPU tensors;
+* :func:`ddp_train`: data-parallel training with plain BatchNorm or SyncBatchNorm.
+
+Every worker reads its rank from ``torch.distributed``, so the same function
+runs under ``torchrun`` too.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+
+def _rank_world():
+    import torch.distributed as dist
+    return dist.get_rank(), dist.get_world_size()
+
+
+# --- the launcher's own checks ------------------------------------------------------
+
+def hello() -> Dict[str, Any]:
+    """Each rank's view of the group, and an all_reduce of the ranks (0 + 1 + ... + k-1)."""
+    import torch
+    import torch.distributed as dist
+    rank, world = _rank_world()
+    t = torch.tensor([float(rank)])
+    dist.all_reduce(t)
+    return {"rank": rank, "world_size": world, "pid": os.getpid(),
+            "backend": dist.get_backend(), "sum_of_ranks": t.item()}
+
+
+def die(victim: int = 1) -> int:
+    """Rank ``victim`` kills itself with SIGKILL; the others wait in an all_reduce that never completes."""
+    import torch
+    import torch.distributed as dist
+    rank, _ = _rank_world()
+    dist.barrier()
+    if rank == victim:
+        os.kill(os.getpid(), signal.SIGKILL)
+    dist.all_reduce(torch.ones(1))  # blocks: the victim never joins
+    return rank
+
+
+def sleep(seconds: float) -> int:
+    """Sleep, then return the rank (a worker that outlives a short timeout)."""
+    time.sleep(seconds)
+    return _rank_world()[0]
+
+
+# --- the equivalence proof ------------------------------------------------------------
+
+def case_data(case: Dict[str, Any], seed: int = 0) -> Dict[str, Any]:
+    """The global data of one case, the same in every process (a seeded generator).
+
+    ``case``: ``batches`` (samples per rank), ``features`` (``(C,)`` or
+    ``(C, H, W)``), ``steps``, optionally ``loc``/``scale`` of the inputs.
+    Returns gamma, beta, per step the global input and output gradient
+    (float32 values kept as float64), and an evaluation input.
+    """
+    rng = np.random.default_rng(seed)
+    c = case["features"][0]
+    shape = (sum(case["batches"]), *case["features"])
+    f32 = lambda a: a.astype(np.float32).astype(np.float64)
+    loc, scale = case.get("loc", 0.0), case.get("scale", 1.0)
+    return {"gamma": rng.uniform(0.5, 1.5, c), "beta": rng.normal(0, 1, c),
+            "x": [f32(rng.normal(loc, scale, shape)) for _ in range(case["steps"])],
+            "dy": [f32(rng.normal(0, 1, shape)) for _ in range(case["steps"])],
+            "x_eval": f32(rng.normal(loc, scale, shape))}
+
+
+def _slices(batches: Sequence[int]) -> List[slice]:
+    ends = np.cumsum([0, *batches])
+    return [slice(int(a), int(b)) for a, b in zip(ends[:-1], ends[1:])]
+
+
+def _groups(case, world: int) -> List[List[int]]:
+    return [list(g) for g in case.get("groups", [list(range(world))])]
+
+
+def sync_bn_run(cases: Sequence[Dict[str, Any]], seed: int = 0) -> List[Dict[str, Any]]:
+    """Train normtext's SyncBatchNorm on this rank's slice of each case; return what it computed.
+
+    ``case["groups"]`` (optional) splits the ranks into process groups, each
+    pooling its own statistics (the ``process_group`` argument).
+    """
+    import torch
+    import torch.distributed as dist
+    from .torch import SyncBatchNorm
+
+    rank, world = _rank_world()
+    runs = []
+    for case in cases:
+        if len(case["batches"]) != world:
+            raise ValueError(f"case has {len(case['batches'])} batches for {world} processes")
+        data = case_data(case, seed)
+        mine = _slices(case["batches"])[rank]
+        group = None
+        if "groups" in case:   # every rank creates every group, in the same order
+            for ranks in _groups(case, world):
+                g = dist.new_group(ranks)
+                if rank in ranks:
+                    group = g
+        layer = SyncBatchNorm(case["features"][0], momentum=case.get("momentum", 0.1),
+                              process_group=group)
+        with torch.no_grad():
+            layer.weight.copy_(torch.from_numpy(data["gamma"]))
+            layer.bias.copy_(torch.from_numpy(data["beta"]))
+        steps = []
+        for x, dy in zip(data["x"], data["dy"]):
+            layer.zero_grad(set_to_none=True)
+            xt = torch.tensor(x[mine], dtype=torch.float32, requires_grad=True)
+            y = layer(xt)
+            y.backward(torch.tensor(dy[mine], dtype=torch.float32))
+            steps.append({"output": y.detach().double().numpy(),
+                          "input grad": xt.grad.double().numpy(),
+                          "gamma grad": layer.weight.grad.double().numpy(),
+                          "beta grad": layer.bias.grad.double().numpy()})
+        layer.eval()
+        with torch.no_grad():
+            y_eval = layer(torch.tensor(data["x_eval"][mine], dtype=torch.float32))
+        runs.append({"steps": steps, "running_mean": layer.running_mean.double().numpy(),
+                     "running_var": layer.running_var.double().numpy(),
+                     "eval output": y_eval.double().numpy()})
+    return runs
+
+
+def check_equivalence(case: Dict[str, Any], per_rank: Sequence[Dict[str, Any]],
+                      reference: str = "torch", seed: int = 0, candidate: str = "SyncBatchNorm"):
+    """Compare what the ranks computed with one BatchNorm on each group's concatenated batch.
+
+    ``per_rank``: this case's entry of :func:`sync_bn_run` from every rank.
+    Outputs and input gradients are concatenated over the ranks of a group;
+    gamma/beta gradients are summed over them (the gradient of the summed
+    loss, which DDP averages); the running statistics must agree on every rank.
+    ``reference``: ``"torch"`` (``torch.nn.BatchNorm`` in float32),
+    ``"float64"`` (the NumPy reference), ``"gluon"`` (``gluon.nn.BatchNorm``)
+    or ``"float64-mxnet"`` (the NumPy reference in Gluon's convention: biased
+    running variance). Returns one
+    :class:`normtext.compare.Comparison` per group (not yet asserted), with
+    the harness's float32 tolerance for the group's reduction size.
+    """
+    from .compare import Comparison, ReferenceBatchNorm, TorchLayer, tolerance
+
+    data = case_data(case, seed)
+    slices = _slices(case["batches"])
+    comparisons = []
+    for ranks in _groups(case, len(case["batches"])):
+        idx = np.concatenate([np.arange(slices[r].start, slices[r].stop) for r in ranks])
+        c = case["features"][0]
+        momentum = case.get("momentum", 0.1)
+        if reference == "torch":
+            import torch
+            cls = torch.nn.BatchNorm1d if len(case["features"]) <= 2 else (
+                torch.nn.BatchNorm2d if len(case["features"]) == 3 else torch.nn.BatchNorm3d)
+            ref = TorchLayer(cls(c, momentum=momentum),
+                             name="torch.nn BatchNorm on the concatenated batch")
+        elif reference == "gluon":
+            import mxnet as mx
+            from .compare import GluonLayer
+            block = mx.gluon.nn.BatchNorm(in_channels=c, momentum=1 - momentum)
+            block.initialize(ctx=mx.cpu())
+            ref = GluonLayer(block, name="Gluon BatchNorm on the concatenated batch")
+        elif reference in ("float64", "float64-mxnet"):
+            convention = "mxnet" if reference == "float64-mxnet" else "torch"
+            ref = ReferenceBatchNorm(c, momentum=momentum if convention == "torch" else 1 - momentum,
+                                     convention=convention)
+            ref.name = f"float64 BatchNorm on the concatenated batch ({convention} convention)"
+        else:
+            raise ValueError(f"unknown reference {reference!r}")
+        ref.set_state({"gamma": data["gamma"], "beta": data["beta"]})
+        m = len(idx) * int(np.prod(case["features"][1:]))
+        tol = tolerance("float32", m)
+        batches = [case["batches"][r] for r in ranks]
+        result = Comparison(f"{candidate}, {len(ranks)} processes, batches {batches}",
+                            ref.name, "float32")
+        for step, (x, dy) in enumerate(zip(data["x"], data["dy"])):
+            want = ref.train_step(x[idx], dy[idx], "float32")
+            got = {q: np.concatenate([per_rank[r]["steps"][step][q] for r in ranks])
+                   for q in ("output", "input grad")}
+            got.update({q: sum(per_rank[r]["steps"][step][q] for r in ranks)
+                        for q in ("gamma grad", "beta grad")})
+            for q in ("output", "input grad", "gamma grad", "beta grad"):
+                result.add(q, got[q], want[q], tol)
+        want = ref.running_stats()
+        for q in ("running_mean", "running_var"):
+            for r in ranks:   # the same on every rank of the group
+                result.add(q, per_rank[r][q], want[q], tol)
+        result.add("eval output", np.concatenate([per_rank[r]["eval output"] for r in ranks]),
+                   ref.eval_output(data["x_eval"][idx], "float32"), tol)
+        comparisons.append(result)
+    return comparisons
+
+
+# --- what it costs ----------------------------------------------------------------------
+
+def all_reduce_timing(sizes: Sequence[int], repeats: int = 50, dtype: str = "float64",
+                      layer_shape: Optional[Sequence[int]] = None) -> Dict[str, Any]:
+    """Median seconds of one ``all_reduce`` of each size, and of a BatchNorm2d step.
+
+    Each size is timed ``repeats`` times after a warm-up, between barriers;
+    the median over repeats is taken on every rank and the maximum over ranks
+    returned (a collective ends when its slowest member ends). With
+    ``layer_shape`` (this rank's ``(N, C, H, W)``) the forward+backward of
+    normtext's BatchNorm2d and SyncBatchNorm are timed as well.
+    """
+    import torch
+    import torch.distributed as dist
+    from .torch import BatchNorm2d, SyncBatchNorm
+
+    def median_time(fn):
+        for _ in range(3):
+            fn()
+        times = []
+        for _ in range(repeats):
+            dist.barrier()
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        t = torch.tensor([float(np.median(times))])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return t.item()
+
+    out: Dict[str, Any] = {"sizes": list(sizes), "all_reduce_s": []}
+    for n in sizes:
+        buf = torch.zeros(n, dtype=getattr(torch, dtype))
+        out["all_reduce_s"].append(median_time(lambda: dist.all_reduce(buf)))
+    if layer_shape is not None:
+        x = torch.randn(*layer_shape, requires_grad=True)
+        dy = torch.randn(*layer_shape)
+        for name, layer in (("BatchNorm2d", BatchNorm2d(layer_shape[1])),
+                            ("SyncBatchNorm", SyncBatchNorm(layer_shape[1]))):
+            out[f"{name}_s"] = median_time(lambda: layer(x).backward(dy))
+    return out
+
+
+def builtin_sync_bn_on_cpu() -> str:
+    """What ``torch.nn.SyncBatchNorm`` does with CPU tensors inside a gloo process group."""
+    import torch
+    layer = torch.nn.SyncBatchNorm(3)
+    try:
+        layer(torch.randn(4, 3))
+    except Exception as e:  # noqa: BLE001 - the point is to show it
+        return f"{type(e).__name__}: {e}"
+    return "no error"
+
+
+# --- data-parallel training ----------------------------------------------------------------
+
+def small_cnn(norm: str, channels: int = 16):
+    """A small CNN for 8x8 digits: two 3x3 convolutions with a norm each, pooling, a classifier.
+
+    ``norm``: ``"bn"`` (normtext BatchNorm2d) or ``"syncbn"`` (converted to SyncBatchNorm).
+    """
+    from torch import nn
+    from .torch import BatchNorm2d, SyncBatchNorm
+    net = nn.Sequential(
+        nn.Conv2d(1, channels, 3, padding=1, bias=False), BatchNorm2d(channels), nn.ReLU(),
+        nn.Conv2d(channels, 2 * channels, 3, padding=1, bias=False), BatchNorm2d(2 * channels),
+        nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * channels * 16, 10))
+    return SyncBatchNorm.convert_sync_batchnorm(net) if norm == "syncbn" else net
+
+
+def ddp_train(configs: Sequence[Dict[str, Any]], epochs: int, per_process_batch: int,
+              lr: float = 0.05, n_train: Optional[int] = None) -> List[Dict[str, Any]]:
+    """Data-parallel training of :func:`small_cnn` on scikit-learn's 8x8 digits, once per config.
+
+    ``configs``: dicts with ``norm`` (``"bn"``/``"syncbn"``) and ``seed``. Every
+    rank trains on its own shard of each epoch's shuffled training set
+    (``DistributedSampler``), DDP averages the gradients; rank 0 evaluates on
+    the test set after every epoch (eval mode: running statistics). Returns,
+    per config, the histories as lists (rank 0's numbers; other ranks ``None``).
+    """
+    import torch
+    import torch.distributed as dist
+    from torch import nn
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+    from .data import digits_8x8
+
+    rank, world = _rank_world()
+    data = digits_8x8()
+    X, y = data.X_train, data.y_train
+    if n_train is not None:
+        X, y = X[:n_train], y[:n_train]
+    train_set = TensorDataset(torch.from_numpy(X), torch.from_numpy(y))
+    X_test, y_test = torch.from_numpy(data.X_test), torch.from_numpy(data.y_test)
+    results = []
+    for config in configs:
+        torch.manual_seed(config["seed"])       # the same initial weights on every rank
+        net = DDP(small_cnn(config["norm"]))
+        sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=config["seed"],
+                                     drop_last=True)
+        loader = DataLoader(train_set, batch_size=per_process_batch, sampler=sampler,
+                            drop_last=True)
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+        loss_fn = nn.CrossEntropyLoss()
+        history = {"label": config["norm"], "loss": [], "train_acc": [], "test_acc": [],
+                   "seconds": []}
+        for epoch in range(epochs):
+            sampler.set_epoch(epoch)
+            net.train()
+            start, stats = time.perf_counter(), torch.zeros(3, dtype=torch.float64)
+            for xb, yb in loader:
+                logits = net(xb)
+                loss = loss_fn(logits, yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                stats += torch.tensor([loss.item() * len(yb), (logits.argmax(1) == yb).sum().item(),
+                                       len(yb)], dtype=torch.float64)
+            seconds = time.perf_counter() - start
+            dist.all_reduce(stats)              # loss and accuracy over every rank's samples
+            net.eval()
+            with torch.no_grad():
+                acc = (net.module(X_test).argmax(1) == y_test).double().mean().item()
+            history["loss"].append(stats[0].item() / stats[2].item())
+            history["train_acc"].append(stats[1].item() / stats[2].item())
+            history["test_acc"].append(acc)
+            history["seconds"].append(seconds)
+        results.append(history if rank == 0 else None)
+    return results
