@@ -42,6 +42,15 @@ def hello() -> Dict[str, Any]:
             "backend": dist.get_backend(), "sum_of_ranks": t.item()}
 
 
+def several(calls: Sequence[tuple]) -> List[Any]:
+    """Run several workers one after another in the same processes (one start-up for all).
+
+    ``calls``: ``(target, args, kwargs)`` with ``target`` as ``"module:function"``.
+    """
+    from .distributed import resolve
+    return [resolve(target)(*args, **kwargs) for target, args, kwargs in calls]
+
+
 def die(victim: int = 1) -> int:
     """Rank ``victim`` kills itself with SIGKILL; the others wait in an all_reduce that never completes."""
     import torch
@@ -90,15 +99,23 @@ def _groups(case, world: int) -> List[List[int]]:
     return [list(g) for g in case.get("groups", [list(range(world))])]
 
 
-def sync_bn_run(cases: Sequence[Dict[str, Any]], seed: int = 0) -> List[Dict[str, Any]]:
-    """Train normtext's SyncBatchNorm on this rank's slice of each case; return what it computed.
+def sync_bn_run(cases: Sequence[Dict[str, Any]], seed: int = 0, layer: str = "normtext",
+                device: Optional[str] = None) -> List[Dict[str, Any]]:
+    """Train a SyncBatchNorm on this rank's slice of each case; return what it computed.
 
     ``case["groups"]`` (optional) splits the ranks into process groups, each
-    pooling its own statistics (the ``process_group`` argument).
+    pooling its own statistics (the ``process_group`` argument). ``layer``:
+    ``"normtext"`` or ``"builtin"`` (``torch.nn.SyncBatchNorm``, which needs
+    GPU tensors); ``device``: default ``cpu``, ``"cuda"`` means this rank's GPU.
     """
     import torch
     import torch.distributed as dist
-    from .torch import SyncBatchNorm
+    from .torch import SyncBatchNorm as OurSyncBatchNorm
+
+    SyncBatchNorm = OurSyncBatchNorm if layer == "normtext" else torch.nn.SyncBatchNorm
+    if device == "cuda":
+        device = f"cuda:{dist.get_rank() % torch.cuda.device_count()}"
+    device = torch.device(device or "cpu")
 
     rank, world = _rank_world()
     runs = []
@@ -113,27 +130,26 @@ def sync_bn_run(cases: Sequence[Dict[str, Any]], seed: int = 0) -> List[Dict[str
                 g = dist.new_group(ranks)
                 if rank in ranks:
                     group = g
-        layer = SyncBatchNorm(case["features"][0], momentum=case.get("momentum", 0.1),
-                              process_group=group)
+        bn = SyncBatchNorm(case["features"][0], momentum=case.get("momentum", 0.1),
+                           process_group=group).to(device)
         with torch.no_grad():
-            layer.weight.copy_(torch.from_numpy(data["gamma"]))
-            layer.bias.copy_(torch.from_numpy(data["beta"]))
+            bn.weight.copy_(torch.from_numpy(data["gamma"]))
+            bn.bias.copy_(torch.from_numpy(data["beta"]))
+        tensor = lambda a: torch.tensor(a, dtype=torch.float32, device=device)
+        as_np = lambda t: t.detach().double().cpu().numpy()
         steps = []
         for x, dy in zip(data["x"], data["dy"]):
-            layer.zero_grad(set_to_none=True)
-            xt = torch.tensor(x[mine], dtype=torch.float32, requires_grad=True)
-            y = layer(xt)
-            y.backward(torch.tensor(dy[mine], dtype=torch.float32))
-            steps.append({"output": y.detach().double().numpy(),
-                          "input grad": xt.grad.double().numpy(),
-                          "gamma grad": layer.weight.grad.double().numpy(),
-                          "beta grad": layer.bias.grad.double().numpy()})
-        layer.eval()
+            bn.zero_grad(set_to_none=True)
+            xt = tensor(x[mine]).requires_grad_(True)
+            y = bn(xt)
+            y.backward(tensor(dy[mine]))
+            steps.append({"output": as_np(y), "input grad": as_np(xt.grad),
+                          "gamma grad": as_np(bn.weight.grad), "beta grad": as_np(bn.bias.grad)})
+        bn.eval()
         with torch.no_grad():
-            y_eval = layer(torch.tensor(data["x_eval"][mine], dtype=torch.float32))
-        runs.append({"steps": steps, "running_mean": layer.running_mean.double().numpy(),
-                     "running_var": layer.running_var.double().numpy(),
-                     "eval output": y_eval.double().numpy()})
+            y_eval = bn(tensor(data["x_eval"][mine]))
+        runs.append({"steps": steps, "running_mean": as_np(bn.running_mean),
+                     "running_var": as_np(bn.running_var), "eval output": as_np(y_eval)})
     return runs
 
 
@@ -248,10 +264,9 @@ def all_reduce_timing(sizes: Sequence[int], repeats: int = 50, dtype: str = "flo
 
 def builtin_sync_bn_on_cpu() -> str:
     """What ``torch.nn.SyncBatchNorm`` does with CPU tensors inside a gloo process group."""
-    import torch
-    layer = torch.nn.SyncBatchNorm(3)
     try:
-        layer(torch.randn(4, 3))
+        sync_bn_run([{"batches": [4] * _rank_world()[1], "features": (3,), "steps": 1}],
+                    layer="builtin")
     except Exception as e:  # noqa: BLE001 - the point is to show it
         return f"{type(e).__name__}: {e}"
     return "no error"

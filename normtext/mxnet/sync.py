@@ -75,20 +75,23 @@ def gluon_sync_bn_run(case: Dict[str, Any], seed: int = 0,
     return per_ctx
 
 
-def run_isolated(case: Dict[str, Any], seed: int = 0, worker_threads: Optional[int] = None,
-                 timeout: float = 120.0) -> List[Dict[str, Any]]:
+def run_isolated(case, seed: int = 0, worker_threads: Optional[int] = None,
+                 timeout: float = 120.0):
     """:func:`gluon_sync_bn_run` in a fresh Python process with ``MXNET_CPU_WORKER_NTHREADS`` set.
 
+    ``case`` is one case (the result is one run) or a list of cases with the
+    same number of contexts (a list of runs, one process start for all).
     ``worker_threads`` defaults to the number of contexts. Raises
     :class:`TimeoutError` when the process does not finish in ``timeout``
     seconds (it is killed), :class:`RuntimeError` when it fails.
     """
-    k = len(case["batches"])
+    cases = case if isinstance(case, list) else [case]
+    k = len(cases[0]["batches"])
     env = dict(os.environ, **{WORKER_THREADS_VAR: str(worker_threads or k)})
     with tempfile.TemporaryDirectory(prefix="normtext-mx-") as tmp:
         request, answer = os.path.join(tmp, "in.pkl"), os.path.join(tmp, "out.pkl")
         with open(request, "wb") as f:
-            pickle.dump({"case": case, "seed": seed}, f)
+            pickle.dump({"cases": cases, "seed": seed}, f)
         try:
             proc = subprocess.run([sys.executable, "-m", "normtext.mxnet.sync", request, answer],
                                   env=env, capture_output=True, text=True, timeout=timeout)
@@ -99,14 +102,15 @@ def run_isolated(case: Dict[str, Any], seed: int = 0, worker_threads: Optional[i
         if proc.returncode != 0:
             raise RuntimeError(f"the MXNet process failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         with open(answer, "rb") as f:
-            return pickle.load(f)
+            runs = pickle.load(f)
+    return runs if isinstance(case, list) else runs[0]
 
 
 def _main(argv: Sequence[str]) -> int:
     request, answer = argv
     with open(request, "rb") as f:
         job = pickle.load(f)
-    result = gluon_sync_bn_run(job["case"], job["seed"], check_threads=False)
+    result = [gluon_sync_bn_run(case, job["seed"], check_threads=False) for case in job["cases"]]
     with open(answer, "wb") as f:
         pickle.dump(result, f)
     return 0
