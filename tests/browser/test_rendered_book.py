@@ -7,6 +7,8 @@ loaded (non-zero natural size); the math has been typeset by MathJax (each
 math element holds a MathJax container, no ``mjx-merror``, no raw ``\\(``,
 ``\\[`` or ``$$`` left in the text); and every internal link resolves on the
 local server, anchors included. The search page finds the search term.
+Each page of the book has a copy button on every code block, and each notebook
+page a download button for its .ipynb and Binder and Colab launch buttons.
 A screenshot of the first screen of each chapter is saved for CI's artifacts.
 
 Off by default; see ``conftest.py`` for the switches and settings.
@@ -61,6 +63,18 @@ _IMAGES = """async () => {
 
 _LINKS = "() => Array.from(document.querySelectorAll('a[href]')).map(a => a.href)"
 
+# Reader features: copy buttons on code blocks, download and launch buttons.
+_FEATURES = """() => ({
+  code_blocks: document.querySelectorAll('div.highlight pre').length,
+  copy_buttons: document.querySelectorAll('div.highlight button.copybtn').length,
+  downloads: Array.from(document.querySelectorAll('.dropdown-download-buttons a'))
+                  .map(a => a.getAttribute('href')),
+  launches: Array.from(document.querySelectorAll('.dropdown-launch-buttons a'))
+                 .map(a => a.getAttribute('href')),
+})"""
+
+_REDIRECT = re.compile(r'<meta http-equiv="Refresh" content="0; url=([^"]+)"', re.I)
+
 _RAW_TEX = re.compile(r"\\\(|\\\)|\\\[|\\\]|\$\$")
 
 
@@ -114,12 +128,20 @@ def _open(browser, server, path):
 @pytest.mark.parametrize("path", PAGES or [None], ids=_ids)
 def test_page(path, book_dir, server, browser, shots, browser_report, fetched):
     assert path is not None, f"no HTML pages under {book_dir}"
+    redirect = _REDIRECT.search((book_dir / path).read_text(errors="replace")[:500])
+    if redirect:  # Jupyter Book's index.html only forwards to the root page
+        target = urllib.parse.urljoin(f"{server}/{path}", redirect.group(1))
+        status, _ = _fetch(target, fetched)
+        assert status == 200, f"{path} redirects to {target}: HTTP {status}"
+        browser_report["checked"].append(f"{path} (redirect to {redirect.group(1)})")
+        return
     context, page, problems = _open(browser, server, path)
     try:
         math = page.evaluate(_MATH_STATE)
         images = page.evaluate(_IMAGES)
         prose = page.evaluate(_PROSE_TEXT)
         links = page.evaluate(_LINKS)
+        features = page.evaluate(_FEATURES)
         if _is_chapter(path):
             page.evaluate("window.scrollTo(0, 0)")
             name = path[:-len(".html")].replace("/", "__") + ".png"
@@ -157,6 +179,19 @@ def test_page(path, book_dir, server, browser, shots, browser_report, fetched):
             if f'id="{anchor}"' not in text and f'name="{anchor}"' not in text:
                 dead.append(f"{href} (no anchor #{anchor})")
     assert not dead, f"{path}: internal links that do not resolve: {dead}"
+    # 5. reader features on the book's own pages
+    if _is_chapter(path):
+        assert features["copy_buttons"] == features["code_blocks"], (
+            f"{path}: {features['code_blocks']} code blocks but "
+            f"{features['copy_buttons']} copy buttons")
+        notebook = path[:-len(".html")] + ".ipynb"
+        if (book_dir / "_sources" / notebook).is_file():  # a notebook page
+            assert any(h and h.endswith("_sources/" + notebook) for h in features["downloads"]), (
+                f"{path}: no download button for the .ipynb: {features['downloads']}")
+            for service in ("mybinder.org", "colab.research.google.com"):
+                assert any(service in h and h.endswith((notebook, notebook[:-6] + ".md"))
+                           for h in features["launches"]), (
+                    f"{path}: no {service} launch button: {features['launches']}")
     browser_report["checked"].append(path)
 
 
