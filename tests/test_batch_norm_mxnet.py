@@ -61,6 +61,7 @@ def test_running_stats_change_in_backward_not_forward(block_cls):
         y = bn(x)
     assert np.all(bn.running_mean.data().asnumpy() == 0)
     y.backward()
+    mx.nd.waitall()  # our update is a Python callback that MXNet's engine runs asynchronously
     np.testing.assert_allclose(bn.running_mean.data().asnumpy(),
                                0.1 * x.asnumpy().mean(axis=0), rtol=1e-5)
 

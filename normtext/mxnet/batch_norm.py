@@ -10,7 +10,10 @@ Gluon's conventions differ from PyTorch's, and this block keeps Gluon's:
   inside ``autograd.record()``), not in the forward pass.
 
 The last point is mirrored with an identity :class:`mxnet.autograd.Function`
-placed on the output, whose backward performs the update.
+placed on the output, whose backward performs the update. One difference
+remains: MXNet's engine runs that Python backward asynchronously, so read the
+running statistics after ``mx.nd.waitall()`` (Gluon's fused operator needs no
+such call; the training loops and the harness of normtext make it).
 """
 from __future__ import annotations
 
