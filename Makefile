@@ -8,7 +8,6 @@ BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
 # Results of long training runs are cached here, keyed by configuration and code.
 export NORMTEXT_CACHE ?= $(CURDIR)/_build/normtext-cache
-export MPLBACKEND ?= Agg
 export PYTHONHASHSEED = 0
 
 .PHONY: book test unit notebooks quick-book clean env
