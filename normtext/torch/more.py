@@ -434,7 +434,7 @@ class WSConv2d(nn.Conv2d):
 
 
 def conv_net(norm=None, conv=nn.Conv2d, width: int = 16, num_classes: int = 10) -> nn.Sequential:
-    """A small CNN for 28x28 digits: two 3x3 conv blocks with pooling, then a linear layer.
+    """A small CNN for digits: two 3x3 conv blocks with max pooling, a 4x4 average pool, a linear layer.
 
     ``norm(channels)`` builds the norm after each convolution (e.g.
     ``lambda c: nn.GroupNorm(4, c)``), ``conv`` the convolution class
@@ -445,8 +445,8 @@ def conv_net(norm=None, conv=nn.Conv2d, width: int = 16, num_classes: int = 10) 
         layers += [norm(cout)] if norm is not None else []
         return layers + [nn.ReLU(), nn.MaxPool2d(2)]
     return nn.Sequential(*block(1, width), *block(width, 2 * width),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(2 * width, num_classes))
+                         nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                         nn.Linear(2 * width * 16, num_classes))
 
 
 # --- normalizing the gradients -------------------------------------------------------
