@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import (chromium_path, html_dir, must_not_skip, requested_by_env,
+from .browser_support import (chromium_path, html_dir, must_not_skip, requested_by_env,
                              screenshot_dir)
 
 # The flags Chromium needs here: root (no sandbox), no GPU, and no background

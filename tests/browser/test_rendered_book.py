@@ -23,7 +23,7 @@ import urllib.request
 
 import pytest
 
-from browser_support import html_dir, html_pages
+from .browser_support import html_dir, html_pages
 
 PAGES = html_pages(html_dir())
 VIEWPORT = {"width": 1280, "height": 800}
