@@ -287,3 +287,12 @@ def test_lrn_torch_averages_integer_input_with_truncation():
     assert y[0, 1, 0].item() == 1.0
     assert nt.functional.local_response_norm(x, 2, alpha=1.0, beta=1.0, k=0.0)[0, 1, 0].item() == 1.0
     assert TF.local_response_norm(x.double(), 2, alpha=1.0, beta=1.0, k=0.0)[0, 1, 0].item() == 0.8
+
+
+# --- SyncBatchNorm ------------------------------------------------------------------------
+
+def test_syncbn_without_a_process_group_acts_as_batch_norm_on_cpu():
+    x = torch.tensor(X4)
+    sync, bn = nn.SyncBatchNorm(6), nn.BatchNorm2d(6)
+    torch.testing.assert_close(sync(x), bn(x))                  # no error, no synchronization
+    torch.testing.assert_close(sync.running_var, bn.running_var)
