@@ -191,11 +191,23 @@ def test_global_statistics_are_accurate_far_from_zero():
 
 # --- MXNet: gluon.contrib.nn.SyncBatchNorm on CPU contexts ----------------------------------
 
-def test_mxnet_sync_batch_norm_equal_batches_matches_gluon_batch_norm():
+def test_mxnet_sync_batch_norm_on_cpu_contexts():
+    """Equal batches: Gluon BatchNorm on the concatenated batch. Unequal batches (MXNet 1.9.1):
+    the unweighted average over contexts of E[x] and E[x^2], not the global batch's statistics."""
     pytest.importorskip("mxnet")
     from normtext.mxnet.sync import run_isolated
-    case = {"batches": [4, 4], "features": (3, 2, 2), "steps": 2}
-    runs = run_isolated(case, timeout=180)
+    equal = {"batches": [4, 4], "features": (3, 2, 2), "steps": 2}
+    unequal = {"batches": [3, 5], "features": (3,), "steps": 1}
+    runs_equal, runs_unequal = run_isolated([equal, unequal], timeout=180)
     for reference in ("gluon", "float64-mxnet"):
-        for comparison in workers.check_equivalence(case, runs, reference=reference):
+        for comparison in workers.check_equivalence(equal, runs_equal, reference=reference):
             comparison.assert_ok()
+    [comparison] = workers.check_equivalence(unequal, runs_unequal, reference="gluon")
+    assert not comparison.ok
+    d = workers.case_data(unequal)
+    x, slices = d["x"][0], workers._slices(unequal["batches"])
+    e_x = np.mean([x[s].mean(0) for s in slices], axis=0)
+    e_x2 = np.mean([(x[s] ** 2).mean(0) for s in slices], axis=0)
+    model = (x - e_x) / np.sqrt(e_x2 - e_x ** 2 + 1e-5) * d["gamma"] + d["beta"]
+    got = np.concatenate([r["steps"][0]["output"] for r in runs_unequal])
+    np.testing.assert_allclose(got, model, rtol=0, atol=16 * np.finfo(np.float32).eps * np.abs(model).max())
