@@ -503,3 +503,17 @@ def test_gradient_normalization_bad_input():
         M.normalize_grad_([p], eps=0.0)
     assert float(M.clip_grad_norm_([], 1.0)) == 0.0           # no gradients: norm 0, as torch
     assert float(torch.nn.utils.clip_grad_norm_([], 1.0)) == 0.0
+
+
+# --- gradients through the from-scratch code (autograd, checked numerically) --------------
+
+def test_gradcheck_cross_norm_adain_weight_standardization_weight_norm():
+    torch.manual_seed(15)
+    x = torch.randn(3, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    s = torch.randn(3, 2, 4, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: M.cross_norm(x, [2, 0, 1]), (x,))
+    assert torch.autograd.gradcheck(M.adain, (x, s))
+    w = torch.randn(4, 2, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(M.standardize_weight, (w,))
+    g = torch.rand(4, 1, 1, 1, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(M.WeightNorm(0), (g, w))
