@@ -14,8 +14,9 @@ it times, side by side in one run,
 for the forward pass (training mode, the graph recorded) and for the forward
 plus backward pass. Every implementation is timed in each of ``repeats``
 rounds, in rotating order, so that a slow moment of a shared machine hits all
-of them; the ratio to the built-in is taken per round and summarised by its
-median and quartiles. Compilation is timed separately (the first call).
+of them; a round keeps the fastest of three short blocks of calls; the ratio
+to the built-in is taken per round and summarised by its median and
+quartiles. Compilation is timed separately (the first call).
 
 The roofline: normalization does a few flops per element and must read and
 write every element, so its speed limit is the memory bandwidth. The same run
@@ -74,6 +75,16 @@ def _time_once(fn: Callable, number: int, sync: Callable) -> float:
         fn()
     sync()
     return (time.perf_counter() - start) / number
+
+
+def _time_round(fn: Callable, number: int, sync: Callable, blocks: int = 3) -> float:
+    """One round: the fastest of ``blocks`` measurements of ``number`` calls each.
+
+    On a shared machine another process can take the core for a while; the
+    fastest block of a round is the one it disturbed least. The rounds'
+    median and quartiles then describe what remains.
+    """
+    return min(_time_once(fn, number, sync) for _ in range(blocks))
 
 
 def _calibrate(fn: Callable, sync: Callable, min_time: float) -> int:
@@ -160,12 +171,12 @@ def bench_case(case: registry.NormCase, shape, *, device: str = "cpu",
         calls = {name: _pass_fn(fn, x, w, b, dy, backward) for name, fn in fns.items()}
         if same_size_bw is None:
             calls["copy"] = copy_call
-        numbers = {name: _calibrate(call, sync, min_time) for name, call in calls.items()}
+        numbers = {name: _calibrate(call, sync, min_time / 3) for name, call in calls.items()}
         times: Dict[str, List[float]] = {name: [] for name in calls}
         names = list(calls)
         for r in range(repeats):
             for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order
-                times[name].append(_time_once(calls[name], numbers[name], sync))
+                times[name].append(_time_round(calls[name], numbers[name], sync))
         if "copy" in times:
             same_size_bw = 2 * x.numel() * itemsize / statistics.median(times.pop("copy"))
             names.remove("copy")
@@ -333,11 +344,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--norms", nargs="*", help="restrict to these norms (registry names)")
     p.add_argument("--repeats", type=int, help="paired rounds per measurement")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--threads", type=int,
+                   help="torch CPU threads (default: torch's; 1 is steadier on a busy machine)")
     p.add_argument("--out", help="results file (.json or .csv); on CUDA default gpu-bench.json")
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("CUDA is not available here", file=sys.stderr)
         return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
     start = time.perf_counter()
     results = run(quick=args.quick, device=args.device, dtype=args.dtype, norms=args.norms,
                   repeats=args.repeats, compile=not args.no_compile,

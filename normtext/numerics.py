@@ -9,7 +9,8 @@ The implementations compared on the same (rounded) input:
 * ``PyTorch``: ``torch.nn.functional`` (Welford or two-pass kernels);
 * ``naive``: :func:`naive_normalize`, the textbook ``E[x^2] - E[x]^2``, also
   accumulated in float32 for low-precision input, as the built-ins do;
-* ``MXNet``: ``mx.nd``'s operators, where MXNet is installed.
+* ``MXNet``: ``mx.nd``'s operators, and ``normtext MXNet``: normtext's Gluon
+  blocks (:mod:`normtext.mxnet`), where MXNet is installed.
 
 The error is measured against the float64 reference
 (:mod:`normtext.registry`, built on :func:`normtext.numpy.standardize`) applied
@@ -143,6 +144,35 @@ def mxnet_implementation(case: NormCase) -> Optional[Callable]:
     return f
 
 
+def normtext_mxnet_implementation(case: NormCase) -> Optional[Callable]:
+    """normtext's own Gluon block for this norm (training mode), or None.
+
+    Looked up by name in :mod:`normtext.mxnet`; gamma = 1 and beta = 0, so only
+    the normalize step is measured, as for the other implementations.
+    """
+    from . import mxnet_available
+    if not mxnet_available():
+        return None
+    import mxnet as mx
+    from . import mxnet as ntm
+    make = {"BatchNorm": lambda x: getattr(ntm, "BatchNorm")(),
+            "LayerNorm": lambda x: getattr(ntm, "LayerNorm")(axis=-1),
+            "GroupNorm": lambda x: getattr(ntm, "GroupNorm")(
+                num_groups=registry.group_count(x.shape[1])),
+            "InstanceNorm": lambda x: getattr(ntm, "InstanceNorm")(scale=True)}.get(case.name)
+    if make is None or not hasattr(ntm, case.name):
+        return None
+
+    def f(x):
+        block = make(x)
+        block.initialize(ctx=mx.cpu())
+        if x.dtype != np.float32:
+            block.cast(x.dtype)
+        with mx.autograd.train_mode():  # batch statistics, as in training
+            return block(mx.nd.array(x, dtype=x.dtype)).asnumpy()
+    return f
+
+
 def reference_output(case: NormCase, x64: np.ndarray) -> np.ndarray:
     eps = 1e-6 if case.spec.statistic == "mean square" else 1e-5
     return case.reference(x64, eps=eps)
@@ -211,9 +241,14 @@ def measure(case: NormCase, m: int, ratio: float, dtype: str, seed: int = 0,
         if name == "naive" and representable:
             row["naive_min_var"] = naive_variance_min(case, xt)
         rows.append(row)
-    f = mxnet_implementation(case) if mxnet and dtype in ("float32", "float16") else None
-    if f is not None:
-        row = dict(base, impl="MXNet", out_err=math.nan, grad_err=math.nan, nan=False)
+    mx_impls = {}
+    if mxnet and dtype in ("float32", "float16"):  # MXNet 1.9.1 has no bfloat16 on the CPU
+        mx_impls = {"MXNet": mxnet_implementation(case),
+                    "normtext MXNet": normtext_mxnet_implementation(case)}
+    for mx_name, f in mx_impls.items():
+        if f is None:
+            continue
+        row = dict(base, impl=mx_name, out_err=math.nan, grad_err=math.nan, nan=False)
         if representable:
             try:
                 out = f(seen.astype(dtype)).astype(np.float64)

@@ -9,7 +9,7 @@ and cannot be ranked; :func:`normtext.numerics.factor_check`).
 
 Measured on torch 2.13 CPU, normtext's float32 two-pass formula misses the rule
 in a few cells for LayerNorm, GroupNorm and InstanceNorm (outputs) and for
-InstanceNorm (input gradients): PyTorch's CPU kernels round the mean better
+InstanceNorm and BatchNorm (input gradients): PyTorch's CPU kernels round the mean better
 than a float32 ``x.mean()``. Those (norm, float32) cases are marked xfail with
 that reason; the corrected two-pass formula, also tested here, meets the rule
 everywhere, which is the fix (see book/numerics.ipynb).
@@ -22,10 +22,10 @@ import torch
 from normtext import numerics, registry
 
 NORMS = [c.name for c in registry.available_norms() if c.reference is not None]
-SIZES = (64, 1024, 16384)
+SIZES = (64, 4096)
 SEEDS = (0, 1)
 KNOWN_FLOAT32_OUTPUT = {"LayerNorm", "GroupNorm", "InstanceNorm"}
-KNOWN_FLOAT32_GRAD = {"InstanceNorm"}
+KNOWN_FLOAT32_GRAD = {"InstanceNorm", "BatchNorm"}
 REASON = ("normtext's float32 two-pass mean is rounded less well than PyTorch's CPU kernels' "
           "at mean/std >= 1e3; the corrected two-pass formula fixes it (book/numerics.ipynb)")
 
