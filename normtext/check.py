@@ -11,8 +11,10 @@ evaluation output, each against the tolerance ``16 eps sqrt(m)``) for
 * normtext's module against the float64 NumPy reference (on the CPU),
 
 and, for information, PyTorch's module against the same reference. It prints a
-pass/fail table and exits with status 1 when a normtext comparison fails. It
-needs neither Jupyter nor MXNet.
+pass/fail table and exits with status 1 when a normtext comparison fails. A
+dtype the device does not implement for a layer (``NotImplementedError``, e.g.
+PyTorch's LocalResponseNorm in float16 on the CPU) is shown as ``n/a`` and not
+counted. It needs neither Jupyter nor MXNet.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ class Check:
     k: int = 1
     groups: Optional[int] = None
     counts: bool = True        # False: shown for information, not part of the exit status
-    dtypes: Sequence[str] = ("float32",)
+    builtin: Optional[Callable] = None  # () -> PyTorch's adapter: does the device support a dtype?
 
 
 def default_checks(device: str = "cpu", norms: Optional[Sequence[str]] = None) -> List[Check]:
@@ -58,7 +60,7 @@ def default_checks(device: str = "cpu", norms: Optional[Sequence[str]] = None) -
             device=device)
         theirs = lambda case=case, shape=shape: compare.TorchLayer(
             case.module(tnn, shape), device=device)
-        common = dict(shape=shape, spec=case.spec, groups=groups)
+        common = dict(shape=shape, spec=case.spec, groups=groups, builtin=theirs)
         checks.append(Check(case.name, ours, theirs, **common))
         if case.harness_reference is not None:
             try:
@@ -81,6 +83,7 @@ def run_checks(checks: Sequence[Check], dtypes: Sequence[str] = ("float32",),
             cand, ref = c.candidate(), c.reference()
             kwargs = {"groups": c.groups} if c.groups is not None else {}
             start = time.perf_counter()
+            unsupported = False
             try:
                 result = compare_layers(cand, ref, c.shape, steps=steps, dtype=dtype,
                                         spec=c.spec, k=c.k, check=False, **kwargs)
@@ -89,11 +92,29 @@ def run_checks(checks: Sequence[Check], dtypes: Sequence[str] = ("float32",),
                                          f"/ tol {worst['tolerance']:.1e}")
             except Exception as e:  # a crash is a failure too, and says why
                 ok, detail = False, f"{type(e).__name__}: {e}"[:120]
+                # ... unless PyTorch itself does not implement this dtype on this device
+                unsupported = isinstance(e, NotImplementedError) and _builtin_lacks(c, dtype)
             rows.append({"norm": c.norm, "candidate": cand.name, "reference": ref.name,
                          "dtype": dtype, "shape": "x".join(map(str, c.shape)), "ok": ok,
-                         "counts": c.counts, "worst": detail,
+                         "counts": c.counts and not unsupported, "unsupported": unsupported,
+                         "worst": detail,
                          "seconds": time.perf_counter() - start})
     return rows
+
+
+def _builtin_lacks(c: Check, dtype: str) -> bool:
+    """Whether PyTorch's own layer raises NotImplementedError for ``dtype`` here."""
+    import numpy as np
+    if c.builtin is None:
+        return False
+    x = np.random.default_rng(0).normal(size=c.shape)
+    try:
+        c.builtin().train_step(x, x, dtype)
+    except NotImplementedError:
+        return True
+    except Exception:
+        return False
+    return False
 
 
 def format_table(rows: Sequence[dict]) -> str:
@@ -101,7 +122,13 @@ def format_table(rows: Sequence[dict]) -> str:
             ("worst quantity: rel err / tolerance", 44)]
     lines = ["  ".join(n.ljust(w) for n, w in cols), "  ".join("-" * w for _, w in cols)]
     for r in rows:
-        result = ("pass" if r["ok"] else "FAIL") if r["counts"] else ("ok" if r["ok"] else "info")
+        if r.get("unsupported"):
+            result = "n/a"
+        elif r["counts"]:
+            result = "pass" if r["ok"] else "FAIL"
+        else:
+            result = "ok" if r["ok"] else "info"
+
         cells = [r["norm"], r["candidate"], r["reference"], r["dtype"], result, r["worst"]]
         lines.append("  ".join(str(c).ljust(w) for c, (_, w) in zip(cells, cols)))
     return "\n".join(lines)
@@ -125,8 +152,11 @@ def main(argv: Optional[Sequence[str]] = None, checks: Optional[Sequence[Check]]
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("CUDA is not available here", file=sys.stderr)
         return 2
-    from .show import environment
-    print(environment())
+    # provenance without importing MXNet (not needed here, and it may be absent or broken)
+    from .bench import environment
+    env = environment(args.device)
+    print(f"normtext.check | {env.get('gpu') or 'CPU ' + env['cpu']} | torch {env['torch']} | "
+          f"{env['date']}")
     if checks is None:
         checks = default_checks(args.device, args.norms)
     rows = run_checks(checks, args.dtype)

@@ -114,3 +114,23 @@ def test_bench_command_line(tmp_path, capsys):
                        "--out", str(out)]) == 0
     assert "RMSNorm" in capsys.readouterr().out
     assert json.loads(out.read_text())["environment"]["quick"] is True
+
+
+class _NotForThisDtype(nn.LayerNorm):
+    def forward(self, x):
+        if x.dtype == torch.float16:
+            raise NotImplementedError("not implemented for 'Half'")
+        return super().forward(x)
+
+
+def test_check_skips_a_dtype_pytorch_lacks_but_fails_one_only_normtext_lacks():
+    both = check.Check("LayerNorm", lambda: compare.TorchLayer(_NotForThisDtype(16)),
+                       lambda: compare.TorchLayer(nn.LayerNorm(16)), shape=(8, 16),
+                       spec=LAYER_NORM, builtin=lambda: compare.TorchLayer(_NotForThisDtype(16)))
+    rows = check.run_checks([both], dtypes=["float16"])
+    assert rows[0]["unsupported"] and not rows[0]["counts"]
+    only_ours = check.Check("LayerNorm", both.candidate, both.reference, shape=(8, 16),
+                            spec=LAYER_NORM, builtin=lambda: compare.TorchLayer(nn.LayerNorm(16)))
+    rows = check.run_checks([only_ours], dtypes=["float16"])
+    assert not rows[0]["unsupported"] and rows[0]["counts"] and not rows[0]["ok"]
+    assert check.exit_status(rows) == 1
