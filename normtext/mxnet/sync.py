@@ -2,13 +2,17 @@
 
 MXNet synchronizes inside one process: a single Python thread runs the block
 on ``k`` contexts (devices), and the engine's operators meet at a barrier to
-pool their sums. On CPU contexts that only works when the engine has at least
-``k`` CPU worker threads (``MXNET_CPU_WORKER_NTHREADS``, read once when mxnet
-is imported; the default is 1): with fewer, the operator of context 0 waits at
-the barrier for context 1, whose operator is queued behind it, and the process
-hangs forever. :func:`gluon_sync_bn_run` refuses to start in that case, and
-:func:`run_isolated` runs it in a fresh Python process with the variable set
-(and a timeout, so that the hang can be shown without waiting for it).
+pool their sums. On CPU contexts the engine runs operators on
+``MXNET_CPU_WORKER_NTHREADS`` worker threads (read once when mxnet is
+imported; default 1). With one thread, the operator of context 0 occupies it
+while waiting at the barrier for context 1; if the Python thread then issues a
+*synchronous* operation before context 1's operator (here: copying a NumPy
+output gradient into a new NDArray between the contexts' ``backward()``
+calls), that operation waits for the worker thread and the process hangs
+forever. With at least ``k`` worker threads, or with every input prepared
+before the first SyncBatchNorm operator, it runs. :func:`run_isolated` runs the
+layer in a fresh Python process with the variable set and a timeout, so that
+the hang can be shown without waiting for it.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ WORKER_THREADS_VAR = "MXNET_CPU_WORKER_NTHREADS"
 
 
 def gluon_sync_bn_run(case: Dict[str, Any], seed: int = 0,
-                      check_threads: bool = True) -> List[Dict[str, Any]]:
+                      backward: str = "joint") -> List[Dict[str, Any]]:
     """Train Gluon's contrib SyncBatchNorm on ``k = len(case["batches"])`` CPU contexts.
 
     The data are :func:`normtext.sync_workers.case_data`'s; context ``i`` gets
@@ -31,6 +35,12 @@ def gluon_sync_bn_run(case: Dict[str, Any], seed: int = 0,
     :func:`normtext.sync_workers.sync_bn_run` (outputs, input gradients, the
     context's gamma/beta gradients, running statistics, evaluation output), so
     :func:`normtext.sync_workers.check_equivalence` can compare it.
+
+    ``backward``: ``"joint"``, one ``autograd.backward`` call for the
+    outputs of all contexts; ``"loop"``, one ``y.backward(head)`` per context
+    with every head gradient made beforehand; ``"loop-copy"``, the same loop
+    with each head copied from NumPy just before its ``backward`` (the pattern
+    that hangs with one CPU worker thread).
     """
     import numpy as np
     import mxnet as mx
@@ -39,11 +49,6 @@ def gluon_sync_bn_run(case: Dict[str, Any], seed: int = 0,
     from ..sync_workers import _slices, case_data
 
     k = len(case["batches"])
-    threads = int(os.environ.get(WORKER_THREADS_VAR, "1") or 1)
-    if check_threads and threads < k:
-        raise RuntimeError(
-            f"{WORKER_THREADS_VAR}={threads} < {k} contexts: MXNet's SyncBatchNorm on CPU "
-            "would deadlock; set the variable before importing mxnet, or use run_isolated()")
     data = case_data(case, seed)
     ctxs = [mx.cpu(i) for i in range(k)]
     c = case["features"][0]
@@ -60,7 +65,16 @@ def gluon_sync_bn_run(case: Dict[str, Any], seed: int = 0,
             a.attach_grad()
         with autograd.record():
             ys = [layer(a) for a in xs]
-        autograd.backward(ys, [mx.nd.array(dy[s], ctx=cx) for s, cx in zip(slices, ctxs)])
+        if backward == "loop-copy":
+            for yv, s, cx in zip(ys, slices, ctxs):
+                yv.backward(mx.nd.array(dy[s], ctx=cx))   # a synchronous copy between contexts
+        else:
+            heads = [mx.nd.array(dy[s], ctx=cx) for s, cx in zip(slices, ctxs)]
+            if backward == "joint":
+                autograd.backward(ys, heads)
+            else:
+                for yv, head in zip(ys, heads):
+                    yv.backward(head)
         for out, cx, a, yv in zip(per_ctx, ctxs, xs, ys):
             out["steps"].append({
                 "output": yv.asnumpy().astype(np.float64),
@@ -76,12 +90,13 @@ def gluon_sync_bn_run(case: Dict[str, Any], seed: int = 0,
 
 
 def run_isolated(case, seed: int = 0, worker_threads: Optional[int] = None,
-                 timeout: float = 120.0):
+                 timeout: float = 120.0, backward: str = "joint"):
     """:func:`gluon_sync_bn_run` in a fresh Python process with ``MXNET_CPU_WORKER_NTHREADS`` set.
 
     ``case`` is one case (the result is one run) or a list of cases with the
     same number of contexts (a list of runs, one process start for all).
-    ``worker_threads`` defaults to the number of contexts. Raises
+    ``worker_threads`` defaults to the number of contexts; ``backward`` as in
+    :func:`gluon_sync_bn_run`. Raises
     :class:`TimeoutError` when the process does not finish in ``timeout``
     seconds (it is killed), :class:`RuntimeError` when it fails.
     """
@@ -91,14 +106,14 @@ def run_isolated(case, seed: int = 0, worker_threads: Optional[int] = None,
     with tempfile.TemporaryDirectory(prefix="normtext-mx-") as tmp:
         request, answer = os.path.join(tmp, "in.pkl"), os.path.join(tmp, "out.pkl")
         with open(request, "wb") as f:
-            pickle.dump({"cases": cases, "seed": seed}, f)
+            pickle.dump({"cases": cases, "seed": seed, "backward": backward}, f)
         try:
             proc = subprocess.run([sys.executable, "-m", "normtext.mxnet.sync", request, answer],
                                   env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:   # subprocess.run kills the child
             raise TimeoutError(
                 f"MXNet SyncBatchNorm on {k} CPU contexts with {WORKER_THREADS_VAR}="
-                f"{env[WORKER_THREADS_VAR]} did not finish in {timeout:g} s (killed)") from None
+                f"{env[WORKER_THREADS_VAR]} and backward={backward!r} did not finish in {timeout:g} s (killed)") from None
         if proc.returncode != 0:
             raise RuntimeError(f"the MXNet process failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         with open(answer, "rb") as f:
@@ -110,7 +125,8 @@ def _main(argv: Sequence[str]) -> int:
     request, answer = argv
     with open(request, "rb") as f:
         job = pickle.load(f)
-    result = [gluon_sync_bn_run(case, job["seed"], check_threads=False) for case in job["cases"]]
+    result = [gluon_sync_bn_run(case, job["seed"], backward=job.get("backward", "joint"))
+              for case in job["cases"]]
     with open(answer, "wb") as f:
         pickle.dump(result, f)
     return 0
