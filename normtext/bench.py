@@ -50,6 +50,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 
 from . import registry
@@ -198,6 +199,109 @@ def bench_case(case: registry.NormCase, shape, *, device: str = "cpu",
     return rows
 
 
+# --- MXNet Gluon (CPU): the built-in block, hybridized and not, and normtext's block ------
+
+MXNET_IMPLS = ("Gluon built-in", "Gluon built-in hybridized", "normtext Gluon")
+
+
+def _gluon_blocks(name: str, shape):
+    """``(Gluon's block factory, normtext's block factory)`` for a norm, or None."""
+    from mxnet import gluon
+    from . import mxnet as ntm
+    groups = registry.group_count(shape[1])
+    table = {
+        "BatchNorm": (lambda: gluon.nn.BatchNorm(), lambda: ntm.BatchNorm()),
+        "LayerNorm": (lambda: gluon.nn.LayerNorm(), lambda: ntm.LayerNorm()),
+        "GroupNorm": (lambda: gluon.nn.GroupNorm(num_groups=groups),
+                      lambda: ntm.GroupNorm(num_groups=groups)),
+        "InstanceNorm": (lambda: gluon.nn.InstanceNorm(), lambda: ntm.InstanceNorm()),
+    }
+    if name not in table or not hasattr(ntm, name):
+        return None
+    return table[name]
+
+
+def bench_mxnet_case(case: registry.NormCase, shape, *, repeats: int = 5,
+                     min_time: float = 0.02) -> List[dict]:
+    """Gluon's block (eager and ``hybridize()``-d) against normtext's Gluon block, on the CPU.
+
+    normtext's Gluon blocks are ``Block``s, not ``HybridBlock``s (they update
+    running statistics from an ``autograd.Function``), so ``hybridize()`` does
+    not apply to them. Training mode (``autograd.record()``); the ratio is to
+    Gluon's block without hybridization.
+    """
+    import mxnet as mx
+    from mxnet import autograd
+    factories = _gluon_blocks(case.name, shape)
+    if factories is None:
+        return []
+    rng = np.random.default_rng(0)
+    x = mx.nd.array(rng.standard_normal(shape), dtype="float32")
+    dy = mx.nd.array(rng.standard_normal(shape), dtype="float32")
+    x.attach_grad()
+    blocks = {}
+    for name, make in zip(MXNET_IMPLS, (factories[0], factories[0], factories[1])):
+        block = make()
+        block.initialize(ctx=mx.cpu())
+        if name.endswith("hybridized"):
+            block.hybridize(static_alloc=True, static_shape=True)
+        blocks[name] = block
+    sync = mx.nd.waitall
+
+    def forward(block):
+        def f():
+            with autograd.record():
+                block(x).wait_to_read()
+        return f
+
+    def forward_backward(block):
+        def f():
+            with autograd.record():
+                y = block(x)
+            y.backward(dy)
+        return f
+
+    rows = []
+    for backward, make_call in ((False, forward), (True, forward_backward)):
+        calls = {name: make_call(b) for name, b in blocks.items()}
+        numbers = {name: _calibrate(c, sync, min_time / 3) for name, c in calls.items()}
+        times: Dict[str, List[float]] = {name: [] for name in calls}
+        names = list(calls)
+        for r in range(repeats):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                times[name].append(_time_round(calls[name], numbers[name], sync))
+        for name in names:
+            ratios = [t / t0 for t, t0 in zip(times[name], times["Gluon built-in"])]
+            q1, med, q3 = _quartiles(times[name])
+            r1, rmed, r3 = _quartiles(ratios)
+            rows.append({"norm": case.name, "shape": "x".join(map(str, shape)),
+                         "pass": PASSES[backward], "impl": name, "median_s": med, "q1_s": q1,
+                         "q3_s": q3, "ratio": rmed, "ratio_q1": r1, "ratio_q3": r3,
+                         "repeats": repeats, "calls_per_repeat": numbers[name]})
+    return rows
+
+
+def format_mxnet_table(results: dict) -> str:
+    """The MXNet rows as text: time of Gluon's block and ratios to it."""
+    rows = results.get("mxnet_rows") or []
+    if not rows:
+        return ""
+    cols, widths = ["norm", "shape", "pass", "Gluon ms", "hybridized/Gluon",
+                    "normtext/Gluon"], [12, 14, 16, 9, 18, 18]
+    lines = ["MXNet Gluon on the CPU (normtext's blocks are Blocks: hybridize() does not apply)",
+             "  ".join(c.ljust(w) for c, w in zip(cols, widths)),
+             "  ".join("-" * w for w in widths)]
+    by_key: Dict[tuple, Dict[str, dict]] = {}
+    for r in rows:
+        by_key.setdefault((r["norm"], r["shape"], r["pass"]), {})[r["impl"]] = r
+    for (norm, shape, p), d in by_key.items():
+        fr = lambda r: f"{r['ratio']:.2f} [{r['ratio_q1']:.2f}-{r['ratio_q3']:.2f}]"
+        cells = [norm, shape, p, f"{1e3 * d['Gluon built-in']['median_s']:.3f}",
+                 fr(d["Gluon built-in hybridized"]), fr(d["normtext Gluon"])]
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
+    return "\n".join(lines)
+
+
 # --- the whole run -----------------------------------------------------------------
 
 def environment(device: str) -> dict:
@@ -229,7 +333,7 @@ def _nvidia_driver() -> Optional[str]:
 def run(*, quick: bool = False, device: str = "cpu", dtype: str = "float32",
         norms: Optional[Sequence[str]] = None, shapes: Optional[Dict[str, Sequence]] = None,
         repeats: Optional[int] = None, min_time: Optional[float] = None,
-        compile: bool = True, bandwidth_bytes: Optional[int] = None,
+        compile: bool = True, bandwidth_bytes: Optional[int] = None, mxnet: bool = False,
         progress: Callable[[str], None] = lambda s: None) -> dict:
     """Benchmark every available norm; returns ``{"environment", "bandwidth", "rows"}``.
 
@@ -254,11 +358,26 @@ def run(*, quick: bool = False, device: str = "cpu", dtype: str = "float32",
             rows += bench_case(case, tuple(shape), device=device, dtype=torch_dtype,
                                repeats=repeats, min_time=min_time, compile=compile,
                                bandwidth=bw["bytes_per_s"])
+    mxnet_rows: List[dict] = []
+    if mxnet:
+        from . import mxnet_available
+        if not mxnet_available():
+            progress("MXNet is not installed: no Gluon rows")
+        else:
+            for case in registry.available_norms(norms):
+                for shape in (shapes or {}).get(case.name) or (
+                        case.quick_shapes if quick else case.shapes):
+                    progress(f"MXNet {case.name} {tuple(shape)}")
+                    mxnet_rows += bench_mxnet_case(case, tuple(shape), repeats=repeats,
+                                                   min_time=min_time)
     bw_end = copy_bandwidth(device, bandwidth_bytes, repeats=repeats)
     bw["bytes_per_s_at_end"] = bw_end["bytes_per_s"]
     env = environment(device)
     env.update({"dtype": dtype, "quick": quick, "repeats": repeats, "min_time_s": min_time})
-    return {"environment": env, "bandwidth": bw, "rows": rows}
+    out = {"environment": env, "bandwidth": bw, "rows": rows}
+    if mxnet:
+        out["mxnet_rows"] = mxnet_rows
+    return out
 
 
 # --- output ------------------------------------------------------------------------
@@ -344,6 +463,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--norms", nargs="*", help="restrict to these norms (registry names)")
     p.add_argument("--repeats", type=int, help="paired rounds per measurement")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--mxnet", action="store_true",
+                   help="also time Gluon's blocks (eager, hybridized) and normtext's (CPU)")
     p.add_argument("--threads", type=int,
                    help="torch CPU threads (default: torch's; 1 is steadier on a busy machine)")
     p.add_argument("--out", help="results file (.json or .csv); on CUDA default gpu-bench.json")
@@ -355,10 +476,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         torch.set_num_threads(args.threads)
     start = time.perf_counter()
     results = run(quick=args.quick, device=args.device, dtype=args.dtype, norms=args.norms,
-                  repeats=args.repeats, compile=not args.no_compile,
+                  repeats=args.repeats, compile=not args.no_compile, mxnet=args.mxnet,
                   progress=lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
     results["environment"]["wall_s"] = time.perf_counter() - start
     print(format_table(results))
+    if args.mxnet:
+        print(format_mxnet_table(results))
     print(f"total {results['environment']['wall_s']:.0f} s")
     out = args.out or ("gpu-bench.json" if args.device.startswith("cuda") else None)
     if out:

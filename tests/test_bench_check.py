@@ -134,3 +134,14 @@ def test_check_skips_a_dtype_pytorch_lacks_but_fails_one_only_normtext_lacks():
     rows = check.run_checks([only_ours], dtypes=["float16"])
     assert not rows[0]["unsupported"] and rows[0]["counts"] and not rows[0]["ok"]
     assert check.exit_status(rows) == 1
+
+
+def test_bench_mxnet_rows_and_table():
+    pytest.importorskip("mxnet")
+    res = bench.run(norms=["LayerNorm"], shapes={"LayerNorm": [(2, 8, 16)]}, repeats=2,
+                    min_time=1e-4, compile=False, bandwidth_bytes=2**20, mxnet=True)
+    rows = res["mxnet_rows"]
+    assert {(r["pass"], r["impl"]) for r in rows} == {
+        (p, i) for p in bench.PASSES for i in bench.MXNET_IMPLS}
+    text = bench.format_mxnet_table(res)
+    assert "hybridize() does not apply" in text and len(text.splitlines()) == 3 + 2
