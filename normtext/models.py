@@ -66,11 +66,19 @@ def normtext_group_norm(num_groups: int) -> NormFactory:
     return factory
 
 
-def small_cnn(norm: Optional[NormFactory] = None, width: int = 16) -> nn.Sequential:
+def small_cnn(norm: Optional[NormFactory] = None, width: int = 16,
+              conv_bias: Optional[bool] = None) -> nn.Sequential:
     """Three 3x3 convolutions (width, width, 2 width channels) with a norm and ReLU each,
-    global average pooling and a linear classifier; for 8x8 inputs (``digits_8x8``)."""
+    global average pooling and a linear classifier; for 8x8 inputs (``digits_8x8``).
+
+    ``conv_bias=None`` gives the convolutions a bias only without a norm (a norm
+    that subtracts a mean and adds beta makes it redundant); pass ``True`` for a
+    norm without a shift, such as LRN.
+    """
+    bias = norm is None if conv_bias is None else conv_bias
+
     def block(c_in, c_out):
-        parts = [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=norm is None)]
+        parts = [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=bias)]
         if norm is not None:
             parts.append(norm(c_out, 2))
         return parts + [nn.ReLU()]
