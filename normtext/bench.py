@@ -140,9 +140,16 @@ def _pass_fn(fn: Callable, x, w, b, dy, backward: bool) -> Callable:
 
 def bench_case(case: registry.NormCase, shape, *, device: str = "cpu",
                dtype: torch.dtype = torch.float32, repeats: int = 5, min_time: float = 0.02,
-               compile: bool = True, bandwidth: Optional[float] = None) -> List[dict]:
-    """Time every implementation of one norm on one input shape; one row per (pass, impl)."""
+               compile: bool = True, bandwidth: Optional[float] = None,
+               candidate: Optional[Callable] = None) -> List[dict]:
+    """Time every implementation of one norm on one input shape; one row per (pass, impl).
+
+    ``candidate``: ``(x, weight, bias) -> y`` to time instead of normtext's
+    function, eager and compiled (to try a variant of the formula).
+    """
     impls = registry.implementations(case)
+    if candidate is not None:
+        impls["normtext"] = candidate
     fns: Dict[str, Callable] = {"built-in": impls["built-in"], "normtext eager": impls["normtext"]}
     compile_s = None
     g = torch.Generator().manual_seed(0)
