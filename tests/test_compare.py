@@ -26,13 +26,19 @@ def test_harness_reports_training_quantities_equal_for_d2l_layer():
 
 def test_d2l_layer_detects_prediction_mode_by_grad_mode_not_eval():
     """Seed 003's code uses batch statistics in eval() unless gradients are off."""
+    torch.manual_seed(0)
     m = D2LBatchNorm(3, 2).eval()
     x = torch.randn(16, 3) * 5 + 3
     y = m(x)  # eval() but grad enabled: still batch statistics
     torch.testing.assert_close(y.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    # one update from (0, 1) with D2L's momentum 0.9 and the biased variance
+    moving_mean = 0.1 * x.mean(0)
+    moving_var = 0.9 + 0.1 * x.var(0, unbiased=False)
     with torch.no_grad():
-        y = m(x)  # now the moving averages: not standardized
-    assert y.mean(0).abs().min() > 1
+        y = m(x)  # now the moving averages, as in prediction mode
+    torch.testing.assert_close(y, (x - moving_mean) / torch.sqrt(moving_var + 1e-5))
+    # and that is far from standardized: the batch mean is ~3, the moving mean ~0.3
+    assert y.mean(0).abs().min() > 0.5
 
 
 def test_harness_catches_a_wrong_momentum_convention():
