@@ -489,3 +489,16 @@ def test_lrn_dtype_support_matches_torch(dtype, shape):
     got = F.local_response_norm(x, 3, alpha=1.0)
     assert got.dtype == want.dtype
     torch.testing.assert_close(got, want)
+
+
+def test_normalize_function_weight_broadcast_along_no_axis(rng):
+    """A weight of the input's full shape is broadcast along no axis: its
+    gradient is dy * x_hat itself, with nothing summed (sum over dim=() would
+    sum over everything)."""
+    x = _t(rng.normal(size=(3, 4, 5))).requires_grad_()
+    w = _t(rng.uniform(0.5, 1.5, (3, 4, 5))).requires_grad_()
+    b = _t(rng.normal(size=(3, 4, 5))).requires_grad_()
+    f = lambda x, w, b: NormalizeFunction.apply(x, w, b, (1, 2), 1e-5)
+    assert torch.autograd.gradcheck(f, (x, w, b))
+    f(x, w, b).sum().backward()
+    assert w.grad.shape == w.shape and b.grad.shape == b.shape

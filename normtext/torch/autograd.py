@@ -41,13 +41,14 @@ class NormalizeFunction(torch.autograd.Function):
     def backward(ctx, dy: Tensor):
         x_hat, inv_std, weight, bias = ctx.saved_tensors
         axes = ctx.axes
-        # the parameter gradients sum over every axis they are broadcast along
-        param_axes = lambda p: tuple(i for i, n in enumerate(p.shape) if n == 1)
+        # The parameter gradients sum over every axis they are broadcast along.
+        # sum_to_size does exactly that (and nothing when no axis is broadcast;
+        # sum(dim=()) would instead sum over everything).
         d_weight = d_bias = None
         if weight is not None and ctx.needs_input_grad[1]:
-            d_weight = (dy * x_hat).sum(dim=param_axes(weight), keepdim=True)  # sum dy x_hat
+            d_weight = (dy * x_hat).sum_to_size(weight.shape)  # sum dy x_hat
         if bias is not None and ctx.needs_input_grad[2]:
-            d_bias = dy.sum(dim=param_axes(bias), keepdim=True)                 # sum dy
+            d_bias = dy.sum_to_size(bias.shape)                # sum dy
         g = dy if weight is None else dy * weight                                # dL/dx_hat
         # dL/dx = inv_std * (g - mean(g) - x_hat * mean(g * x_hat))
         dx = inv_std * (g - g.mean(dim=axes, keepdim=True)
