@@ -4,9 +4,11 @@ The inputs are adversarial for the variance: ``x = ratio * sigma + sigma * z``
 with ``z ~ N(0, 1)``, so the mean is ``ratio`` times the standard deviation.
 The implementations compared on the same (rounded) input:
 
-* ``normtext``: :mod:`normtext.torch.functional` (two-pass variance, float32
-  accumulation for float16/bfloat16 input);
+* ``normtext``: :mod:`normtext.torch.functional` (corrected two-pass
+  variance, float32 accumulation for float16/bfloat16 input);
 * ``PyTorch``: ``torch.nn.functional`` (Welford or two-pass kernels);
+* ``plain two-pass``: :func:`plain_two_pass`, normtext's formula without
+  the correction of the mean;
 * ``naive``: :func:`naive_normalize`, the textbook ``E[x^2] - E[x]^2``, also
   accumulated in float32 for low-precision input, as the built-ins do;
 * ``MXNet``: ``mx.nd``'s operators, and ``normtext MXNet``: normtext's Gluon
@@ -68,23 +70,22 @@ def naive_normalize(case: NormCase, x: torch.Tensor, eps: float = 1e-5) -> torch
     return y.reshape(x.shape).to(x.dtype)
 
 
-def corrected_two_pass(case: NormCase, x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Two passes plus a correction of the mean (Chan, Golub & LeVeque 1983).
+def plain_two_pass(case: NormCase, x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Two passes without the correction: the mean, then the mean of ``(x - mean)^2``.
 
-    ``d = x - mean`` carries the rounding error of the float32 mean as a common
-    shift of every element; a second mean of ``d`` (small numbers, hence
-    accurate) measures that shift and removes it. One reduction more than
-    normtext's two-pass formula; not what normtext's layers do (a proposal the
-    numerics chapter measures).
+    Stable (no ``E[x^2] - E[x]^2``), but the float32 rounding of the mean
+    shifts every deviation by the same amount. normtext's layers add a third,
+    cheap reduction that measures and removes that shift
+    (:func:`normtext.torch._util.centered_moments`); this is the formula
+    without it, kept to show what the correction buys.
     """
     acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     v, axes = _view_and_axes(case, x.to(acc))
     if case.spec.statistic == "mean square":
         y = v * torch.rsqrt(v.square().mean(dim=axes, keepdim=True) + eps)
     else:
-        d = v - v.mean(dim=axes, keepdim=True)
-        d = d - d.mean(dim=axes, keepdim=True)  # remove the rounding error of the mean
-        y = d * torch.rsqrt(d.square().mean(dim=axes, keepdim=True) + eps)
+        mean = v.mean(dim=axes, keepdim=True)
+        y = (v - mean) * torch.rsqrt((v - mean).square().mean(dim=axes, keepdim=True) + eps)
     return y.reshape(x.shape).to(x.dtype)
 
 
@@ -97,13 +98,13 @@ def naive_variance_min(case: NormCase, x: torch.Tensor) -> float:
 
 
 def torch_implementations(case: NormCase) -> Dict[str, Callable]:
-    """``name -> (x) -> y``: normtext, PyTorch, the naive and the corrected formulas (no affine)."""
+    """``name -> (x) -> y``: normtext, PyTorch, the naive and the plain two-pass formulas (no affine)."""
     impls = registry.implementations(case)
     eps = 1e-6 if case.spec.statistic == "mean square" else 1e-5
     return {"normtext": lambda x: impls["normtext"](x, None, None),
             "PyTorch": lambda x: impls["built-in"](x, None, None),
             "naive": lambda x: naive_normalize(case, x, eps),
-            "corrected two-pass": lambda x: corrected_two_pass(case, x, eps)}
+            "plain two-pass": lambda x: plain_two_pass(case, x, eps)}
 
 
 def mxnet_implementation(case: NormCase) -> Optional[Callable]:

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .. import errors
 from ..spec import BATCH_NORM
-from ._util import shape_of
+from ._util import centered_moments, shape_of
 
 
 class NormalizeFunction(torch.autograd.Function):
@@ -28,10 +28,9 @@ class NormalizeFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                 axes: Tuple[int, ...], eps: float) -> Tensor:
-        mean = x.mean(dim=axes, keepdim=True)
-        var = (x - mean).square().mean(dim=axes, keepdim=True)
+        _, centered, var = centered_moments(x, axes)
         inv_std = torch.rsqrt(var + eps)
-        x_hat = (x - mean) * inv_std
+        x_hat = centered * inv_std
         ctx.axes = axes
         ctx.save_for_backward(x_hat, inv_std, weight, bias)
         y = x_hat if weight is None else x_hat * weight

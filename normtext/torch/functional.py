@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .. import errors
 from ..spec import BATCH_NORM
-from ._util import check_floating, compute_dtype, shape_of
+from ._util import centered_moments, check_floating, compute_dtype, shape_of
 
 __all__ = ["batch_norm"]
 
@@ -63,16 +63,15 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
 
     if training:
         # mu_B = 1/m sum x;  sigma_B^2 = 1/m sum (x - mu_B)^2   (two passes: stable)
-        mean = x.mean(dim=axes, keepdim=True)
-        var = (x - mean).square().mean(dim=axes, keepdim=True)
+        mean, centered, var = centered_moments(x, axes)
         _update_running_stats(running_mean, running_var, mean, var,
                               BATCH_NORM.reduction_size(input.shape), momentum)
     else:
-        mean = running_mean.to(x.dtype).reshape(view)
+        centered = x - running_mean.to(x.dtype).reshape(view)
         var = running_var.to(x.dtype).reshape(view)
 
     # x_hat = (x - mu) / sqrt(sigma^2 + eps)
-    y = (x - mean) * torch.rsqrt(var + eps)
+    y = centered * torch.rsqrt(var + eps)
     # y = gamma * x_hat + beta: the recover step
     if weight is not None:
         y = y * weight.to(x.dtype).reshape(view)
@@ -142,10 +141,9 @@ def layer_norm(input: Tensor, normalized_shape: list[int], weight: Optional[Tens
     axes = LAYER_NORM.reduce_axes(input.ndim, len(ns))
     x = input.to(compute_dtype(input.dtype))
     # mu = 1/m sum x;  sigma^2 = 1/m sum (x - mu)^2 over the trailing axes (two passes: stable)
-    mean = x.mean(dim=axes, keepdim=True)
-    var = (x - mean).square().mean(dim=axes, keepdim=True)
+    _, centered, var = centered_moments(x, axes)
     # x_hat = (x - mu) / sqrt(sigma^2 + eps)
-    y = (x - mean) * torch.rsqrt(var + eps)
+    y = centered * torch.rsqrt(var + eps)
     # y = gamma * x_hat + beta; gamma and beta broadcast over the leading axes
     if weight is not None:
         y = y * weight.to(x.dtype)
@@ -234,8 +232,7 @@ def instance_norm(input: Tensor, running_mean: Optional[Tensor] = None,
     x = input.to(compute_dtype(input.dtype))
     if use_input_stats:
         # mu_nc = mean_s x_ncs;  sigma_nc^2 = mean_s (x_ncs - mu_nc)^2
-        mean = x.mean(dim=axes, keepdim=True)
-        var = (x - mean).square().mean(dim=axes, keepdim=True)
+        mean, centered, var = centered_moments(x, axes)
         if running_mean is not None:
             m = INSTANCE_NORM.reduction_size(input.shape)
             n, c = input.shape[0], input.shape[1]
@@ -248,9 +245,9 @@ def instance_norm(input: Tensor, running_mean: Optional[Tensor] = None,
                 running_var.mul_(1 - momentum).add_(batch_var.to(running_var.dtype),
                                                     alpha=momentum)
     else:
-        mean = running_mean.to(x.dtype).reshape(view)
+        centered = x - running_mean.to(x.dtype).reshape(view)
         var = running_var.to(x.dtype).reshape(view)
-    y = (x - mean) * torch.rsqrt(var + eps)               # x_hat
+    y = centered * torch.rsqrt(var + eps)                 # x_hat
     if weight is not None:
         y = y * weight.to(x.dtype).reshape(view)          # gamma * x_hat
     if bias is not None:
@@ -291,10 +288,9 @@ def group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor] = None,
     # reshape: (N, C, *) -> (N, G, C/G * prod(spatial))
     xg = x.reshape(n, num_groups, -1)
     axes = GROUP_NORM.reduce_axes(xg.ndim, 1)
-    mean = xg.mean(dim=axes, keepdim=True)
-    var = (xg - mean).square().mean(dim=axes, keepdim=True)
+    _, centered, var = centered_moments(xg, axes)
     # normalize, then reshape back
-    y = ((xg - mean) * torch.rsqrt(var + eps)).reshape(input.shape)
+    y = (centered * torch.rsqrt(var + eps)).reshape(input.shape)
     view = GROUP_NORM.param_shape(input.shape)          # per channel: (1, C, 1, ...)
     if weight is not None:
         y = y * weight.to(x.dtype).reshape(view)

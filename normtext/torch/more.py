@@ -25,7 +25,7 @@ from torch.nn.utils import parametrize
 from .. import errors
 from ..spec import INSTANCE_NORM
 from . import functional as F
-from ._util import check_floating, compute_dtype
+from ._util import centered_moments, check_floating, compute_dtype
 
 __all__ = ["instance_statistics", "adain", "cross_norm", "CrossNorm",
            "batch_whitening", "BatchWhitening", "ConditionalBatchNorm2d",
@@ -38,8 +38,7 @@ __all__ = ["instance_statistics", "adain", "cross_norm", "CrossNorm",
 def instance_statistics(input: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
     """Mean and ``sqrt(var + eps)`` per sample and channel (InstanceNorm's statistics)."""
     axes = INSTANCE_NORM.reduce_axes(input.ndim, 1)
-    mean = input.mean(dim=axes, keepdim=True)
-    var = (input - mean).square().mean(dim=axes, keepdim=True)   # biased, two passes
+    mean, _, var = centered_moments(input, axes)   # biased, two passes
     return mean, torch.sqrt(var + eps)
 
 
@@ -410,9 +409,8 @@ def standardize_weight(weight: Tensor, eps: float = 1e-5) -> Tensor:
     """
     errors.check_fan_in(tuple(weight.shape))
     axes = tuple(range(1, weight.dim()))
-    mean = weight.mean(dim=axes, keepdim=True)
-    var = (weight - mean).square().mean(dim=axes, keepdim=True)
-    return (weight - mean) * torch.rsqrt(var + eps)
+    _, centered, var = centered_moments(weight, axes)
+    return centered * torch.rsqrt(var + eps)
 
 
 class WSConv2d(nn.Conv2d):
