@@ -10,7 +10,7 @@ STAMP   = $(VENV)/.installed
 export NORMTEXT_CACHE ?= $(CURDIR)/_build/normtext-cache
 export PYTHONHASHSEED = 0
 
-.PHONY: book test unit notebooks quick-book clean env
+.PHONY: book test unit notebooks quick-book browser-test clean env
 
 env: $(STAMP)
 
@@ -32,6 +32,11 @@ quick-book: $(STAMP)
 # Unit tests plus every notebook run by nbval, in quick mode.
 test: $(STAMP)
 	NORMTEXT_QUICK=1 $(BIN)/python -m pytest tests book --nbval-lax --nbval-current-env -p no:randomly -q
+
+# The built book as a reader sees it: every page in headless Chromium (Debian's
+# package chromium, driven by Playwright; nothing downloaded). Needs a built book.
+browser-test: $(STAMP)
+	NORMTEXT_BROWSER_TEST=1 $(BIN)/python -m pytest tests/browser -q -p no:randomly
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q
