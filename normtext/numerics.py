@@ -52,22 +52,37 @@ def _view_and_axes(case: NormCase, x: torch.Tensor):
     return x, case.spec.reduce_axes(x.ndim, 1)
 
 
-def naive_normalize(case: NormCase, x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """The one-pass textbook formula ``Var[x] = E[x^2] - E[x]^2``: cancels catastrophically.
-
-    Accumulates in float32 for float16/bfloat16 input (as the built-ins do), and
-    returns the output in the input's dtype. For RMSNorm there is no mean to
-    subtract, so the formula is the same as the two-pass one.
-    """
+def _accumulated_view(case: NormCase, x: torch.Tensor):
+    """``x`` in float32 when it is float16/bfloat16 (as the built-ins accumulate), viewed for ``case``."""
     acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    v, axes = _view_and_axes(case, x.to(acc))
+    return _view_and_axes(case, x.to(acc))
+
+
+def _normalize_with(case: NormCase, x: torch.Tensor, eps: float, variance) -> torch.Tensor:
+    """Normalize with ``variance(v, mean, axes)``; the output in the input's dtype.
+
+    RMSNorm has no mean to subtract: its mean square is the same in every formula.
+    """
+    v, axes = _accumulated_view(case, x)
     if case.spec.statistic == "mean square":
         y = v * torch.rsqrt(v.square().mean(dim=axes, keepdim=True) + eps)
     else:
         mean = v.mean(dim=axes, keepdim=True)
-        var = v.square().mean(dim=axes, keepdim=True) - mean.square()  # E[x^2] - E[x]^2
-        y = (v - mean) * torch.rsqrt(var + eps)
+        y = (v - mean) * torch.rsqrt(variance(v, mean, axes) + eps)
     return y.reshape(x.shape).to(x.dtype)
+
+
+def one_pass_variance(v, mean, axes):
+    return v.square().mean(dim=axes, keepdim=True) - mean.square()  # E[x^2] - E[x]^2
+
+
+def naive_normalize(case: NormCase, x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """The one-pass textbook formula ``Var[x] = E[x^2] - E[x]^2``: cancels catastrophically.
+
+    Accumulates in float32 for float16/bfloat16 input (as the built-ins do), and
+    returns the output in the input's dtype.
+    """
+    return _normalize_with(case, x, eps, one_pass_variance)
 
 
 def plain_two_pass(case: NormCase, x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -79,22 +94,14 @@ def plain_two_pass(case: NormCase, x: torch.Tensor, eps: float = 1e-5) -> torch.
     (:func:`normtext.torch._util.centered_moments`); this is the formula
     without it, kept to show what the correction buys.
     """
-    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    v, axes = _view_and_axes(case, x.to(acc))
-    if case.spec.statistic == "mean square":
-        y = v * torch.rsqrt(v.square().mean(dim=axes, keepdim=True) + eps)
-    else:
-        mean = v.mean(dim=axes, keepdim=True)
-        y = (v - mean) * torch.rsqrt((v - mean).square().mean(dim=axes, keepdim=True) + eps)
-    return y.reshape(x.shape).to(x.dtype)
+    return _normalize_with(case, x, eps,
+                           lambda v, mean, axes: (v - mean).square().mean(dim=axes, keepdim=True))
 
 
 def naive_variance_min(case: NormCase, x: torch.Tensor) -> float:
     """The smallest variance the naive formula computes (negative: it broke)."""
-    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    v, axes = _view_and_axes(case, x.to(acc))
-    var = v.square().mean(dim=axes) - v.mean(dim=axes).square()
-    return float(var.min())
+    v, axes = _accumulated_view(case, x)
+    return float(one_pass_variance(v, v.mean(dim=axes, keepdim=True), axes).min())
 
 
 def torch_implementations(case: NormCase) -> Dict[str, Callable]:
