@@ -1,4 +1,4 @@
-"""A layer-normalized LSTM cell (Ba et al., 2016, section 3.1 and appendix).
+r"""A layer-normalized LSTM cell (Ba et al., 2016, section 3.1 and appendix).
 
 BatchNorm needs separate statistics for every time step; LayerNorm normalizes
 each sample at each step by itself, so one set of gains serves every step and
