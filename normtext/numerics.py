@@ -29,6 +29,7 @@ import torch
 
 from . import registry
 from .registry import NormCase
+from .torch._util import compute_dtype
 
 DTYPES = ("float32", "float16", "bfloat16")
 RATIOS = (0.0, 1e2, 1e3, 1e4, 1e5)
@@ -54,8 +55,7 @@ def _view_and_axes(case: NormCase, x: torch.Tensor):
 
 def _accumulated_view(case: NormCase, x: torch.Tensor):
     """``x`` in float32 when it is float16/bfloat16 (as the built-ins accumulate), viewed for ``case``."""
-    acc = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    return _view_and_axes(case, x.to(acc))
+    return _view_and_axes(case, x.to(compute_dtype(x.dtype)))
 
 
 def _normalize_with(case: NormCase, x: torch.Tensor, eps: float, variance) -> torch.Tensor:
