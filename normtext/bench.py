@@ -10,6 +10,14 @@ it times, side by side in one run,
 * normtext eager: :mod:`normtext.torch.functional`, from tensor operations,
 * normtext compiled: ``torch.compile`` of that same function (Inductor fuses
   its operations into a few loops),
+* compiled affine: ``torch.compile`` of the norm's last step alone,
+  ``y = x * gamma + beta`` with the norm's parameter layout (:func:`affine_step`).
+  Every compiled implementation of the norm does at least this work in the
+  same framework (the call through the compiled graph, reading ``x`` and
+  writing ``y``; in the backward, ``dx`` and the reductions for ``dgamma`` and
+  ``dbeta``), so its time is a floor for the compiled path: where the floor is
+  slower than the built-in, no from-scratch code compiled this way can match it
+  on that machine and shape.
 
 for the forward pass (training mode, the graph recorded) and for the forward
 plus backward pass. Every implementation is timed in each of ``repeats``
@@ -56,6 +64,7 @@ import torch
 from . import registry
 
 IMPLS = ("built-in", "normtext eager", "normtext compiled")
+FLOOR = "compiled affine"  # the floor of the compiled path, timed beside IMPLS
 PASSES = ("forward", "forward+backward")
 QUICK_NORMS = ("BatchNorm", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm")
 
@@ -130,6 +139,51 @@ def traffic_bytes(case: registry.NormCase, shape, itemsize: int, backward: bool)
 
 # --- one benchmark case --------------------------------------------------------------
 
+def affine_step(case: registry.NormCase) -> Callable:
+    """``(x, weight, bias) -> x * weight + bias``, the parameters laid out as the norm's spec says.
+
+    The last step of every affine norm, without the statistics: the least work
+    a compiled implementation of the norm can do.
+    """
+    def affine(x, weight, bias):
+        view = case.spec.param_shape(x.shape)
+        y = x * weight.reshape(view)
+        return y if bias is None else y + bias.reshape(view)
+    return affine
+
+
+def inductor_loops(case: registry.NormCase, shape, fn: Optional[Callable] = None) -> Dict[str, int]:
+    """How many parallel loops Inductor generates for a norm on the CPU, forward and backward.
+
+    Compiles ``fn`` (default: normtext's function for ``case``), runs one
+    forward and backward pass, and counts the ``#pragma omp for`` loops in the
+    C++ it generated for each graph (the backward graph is the one that takes
+    ``tangents``). On a memory-bound operation each loop over a tensor larger
+    than the cache streams it from memory once more; PyTorch's CPU LayerNorm
+    kernel makes one loop over the rows in each direction.
+
+    The code is generated for at least two threads: for one thread Inductor
+    writes serial loops, without the pragma to count.
+    """
+    from torch._inductor import config as inductor_config
+    from torch._inductor.utils import run_and_get_code
+    fn = fn or registry.implementations(case)["normtext"]
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g).requires_grad_(True)
+    dy = torch.randn(shape, generator=g)
+    w, b = registry.make_params(case, shape, requires_grad=True)
+    inputs = tuple(t for t in (x, w, b) if t is not None)
+    torch._dynamo.reset()
+    compiled = torch.compile(fn)
+    with inductor_config.patch({"cpp.threads": max(2, torch.get_num_threads())}):
+        _, sources = run_and_get_code(
+            lambda: torch.autograd.grad(compiled(x, w, b), inputs, dy))
+    counts = {"forward": 0, "backward": 0}
+    for source in sources:
+        counts["backward" if "tangents_" in source else "forward"] += source.count("#pragma omp for")
+    return counts
+
+
 def _pass_fn(fn: Callable, x, w, b, dy, backward: bool) -> Callable:
     inputs = tuple(t for t in (x, w, b) if t is not None)
     if not backward:
@@ -166,6 +220,8 @@ def bench_case(case: registry.NormCase, shape, *, device: str = "cpu",
         sync()
         compile_s = time.perf_counter() - start
         fns["normtext compiled"] = compiled
+        if case.affine is not None:
+            fns[FLOOR] = torch.compile(affine_step(case))
 
     rows = []
     itemsize = torch.empty((), dtype=dtype).element_size()
@@ -396,7 +452,7 @@ def table_rows(results: dict) -> List[dict]:
         key = (r["norm"], r["shape"], r["pass"])
         row = out.setdefault(key, {"norm": r["norm"], "shape": r["shape"], "pass": r["pass"]})
         short = {"built-in": "built-in", "normtext eager": "eager",
-                 "normtext compiled": "compiled"}[r["impl"]]
+                 "normtext compiled": "compiled", FLOOR: "affine"}[r["impl"]]
         if r["impl"] == "built-in":
             row["built-in ms"] = 1e3 * r["median_s"]
             row["built-in ms IQR"] = 1e3 * (r["q3_s"] - r["q1_s"])
@@ -419,11 +475,12 @@ def format_table(results: dict) -> str:
             f"{bw['bytes_per_s_at_end'] / 1e9:.2f} GB/s at end "
             f"(median of {env['repeats']}; {bw['buffer_bytes'] / 2**20:.0f} MiB buffer)\n"
             f"ratios: time / built-in time, median [quartiles] over {env['repeats']} paired rounds\n"
+            f"affine/bi: y = x * gamma + beta alone, compiled: the floor of the compiled path\n"
             f"%BW: least traffic (bytes read + written once) / time / bandwidth of a copy of x "
             f"timed in the same rounds\n")
-    cols = ["norm", "shape", "pass", "built-in ms", "eager/bi", "compiled/bi",
+    cols = ["norm", "shape", "pass", "built-in ms", "eager/bi", "compiled/bi", "affine/bi",
             "%BW bi", "%BW eager", "%BW comp", "compile s"]
-    widths = [12, 14, 16, 11, 18, 18, 7, 9, 8, 9]
+    widths = [12, 14, 16, 11, 18, 18, 18, 7, 9, 8, 9]
     fmt_ratio = lambda row, k: (f"{row[k + ' / built-in']:.2f} [{row[k + ' ratio IQR'][0]:.2f}-"
                                 f"{row[k + ' ratio IQR'][1]:.2f}]"
                                 if k + " / built-in" in row else "-")
@@ -432,7 +489,7 @@ def format_table(results: dict) -> str:
     lines.append("  ".join("-" * w for w in widths))
     for row in table_rows(results):
         cells = [row["norm"], row["shape"], row["pass"], f"{row['built-in ms']:.3f}",
-                 fmt_ratio(row, "eager"), fmt_ratio(row, "compiled"),
+                 fmt_ratio(row, "eager"), fmt_ratio(row, "compiled"), fmt_ratio(row, "affine"),
                  fmt_pct(row.get("built-in % of copy BW")), fmt_pct(row.get("eager % of copy BW")),
                  fmt_pct(row.get("compiled % of copy BW")),
                  f"{row['compile s']:.1f}" if row.get("compile s") is not None else "-"]

@@ -145,3 +145,44 @@ def test_bench_mxnet_rows_and_table():
         (p, i) for p in bench.PASSES for i in bench.MXNET_IMPLS}
     text = bench.format_mxnet_table(res)
     assert "hybridize() does not apply" in text and len(text.splitlines()) == 3 + 2
+
+
+@pytest.mark.parametrize("name", [c.name for c in registry.available_norms() if c.affine is not None])
+def test_affine_step_is_the_last_step_of_the_norm(name):
+    # the floor the benchmark times must be exactly the norm's affine step, with its
+    # parameter layout: norm(x, w, b) == affine_step(norm(x, None, None), w, b)
+    case = registry.REGISTRY[name]
+    shape = case.check_shape
+    x = torch.randn(shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    w, b = registry.make_params(case, shape, dtype=torch.float64)
+    builtin = registry.implementations(case)["built-in"]
+    expected = builtin(x, w, b)
+    got = bench.affine_step(case)(builtin(x, None, None), w, b)
+    # float64, values of order 1: a few rounding errors of 1e-16 each
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def compiled_results():
+    return bench.run(norms=["LayerNorm"], shapes={"LayerNorm": [(2, 8, 16)]}, repeats=2,
+                     min_time=1e-4, compile=True, bandwidth_bytes=2**20)
+
+
+def test_bench_times_the_compiled_floor_beside_the_compiled_norm(compiled_results):
+    impls = {(r["pass"], r["impl"]) for r in compiled_results["rows"]}
+    assert impls == {(p, i) for p in bench.PASSES for i in bench.IMPLS + (bench.FLOOR,)}
+    floor = [r for r in compiled_results["rows"] if r["impl"] == bench.FLOOR]
+    assert all(r["compile_s"] is None and r["median_s"] > 0 for r in floor)
+    rows = bench.table_rows(compiled_results)
+    assert all("affine / built-in" in r and "compiled / built-in" in r for r in rows)
+    assert "affine/bi" in bench.format_table(compiled_results)
+
+
+def test_inductor_loops_counts_each_graph():
+    case = registry.REGISTRY["LayerNorm"]
+    shape = case.quick_shapes[0]  # large enough for Inductor to parallelize its loops
+    norm = bench.inductor_loops(case, shape)
+    floor = bench.inductor_loops(case, shape, bench.affine_step(case))
+    # the statistics take loops of their own: more than the affine step's one
+    assert floor["forward"] == 1 and norm["forward"] > floor["forward"]
+    assert norm["backward"] >= 1 and floor["backward"] >= 1
