@@ -180,7 +180,8 @@ def inductor_loops(case: registry.NormCase, shape, fn: Optional[Callable] = None
             lambda: torch.autograd.grad(compiled(x, w, b), inputs, dy))
     counts = {"forward": 0, "backward": 0}
     for source in sources:
-        counts["backward" if "tangents_" in source else "forward"] += source.count("#pragma omp for")
+        graph = "backward" if "tangents_" in source else "forward"
+        counts[graph] += source.count("#pragma omp for")
     return counts
 
 
