@@ -91,7 +91,7 @@ def plain_two_pass(case: NormCase, x: torch.Tensor, eps: float = 1e-5) -> torch.
     Stable (no ``E[x^2] - E[x]^2``), but the float32 rounding of the mean
     shifts every deviation by the same amount. normtext's layers add a third,
     cheap reduction that measures and removes that shift
-    (:func:`normtext.torch._util.centered_moments`); this is the formula
+    (:func:`normtext.moments.centered_moments`); this is the formula
     without it, kept to show what the correction buys.
     """
     return _normalize_with(case, x, eps,

@@ -8,7 +8,7 @@ errors of a few units in the last place are the rounding of the output itself
 and cannot be ranked; :func:`normtext.numerics.factor_check`).
 
 normtext computes the variance by two passes with a correction of the mean
-(:func:`normtext.torch._util.centered_moments`). Without the correction (the
+(:func:`normtext.moments.centered_moments`). Without the correction (the
 ``plain two-pass`` formula), torch 2.13's CPU kernels round the mean better
 than a float32 ``x.mean()`` and the rule failed in a few float32 cells at
 mean/std >= 1e3; a test below shows the plain formula is measurably worse, so

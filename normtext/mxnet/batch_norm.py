@@ -22,6 +22,7 @@ from mxnet import autograd, gluon, nd
 
 from .. import errors
 from ..spec import BATCH_NORM
+from ._util import centered_moments, compute_dtype, param
 
 
 class _UpdateRunningStatsOnBackward(autograd.Function):
@@ -38,8 +39,9 @@ class _UpdateRunningStatsOnBackward(autograd.Function):
         m, b = self._block._momentum, self._block
         ctx = dy.context
         # running = momentum * running + (1 - momentum) * batch   (Gluon: momentum weighs the old)
-        b.running_mean.set_data(m * b.running_mean.data(ctx) + (1 - m) * self._mean)
-        b.running_var.set_data(m * b.running_var.data(ctx) + (1 - m) * self._var)
+        for p, batch in ((b.running_mean, self._mean), (b.running_var, self._var)):
+            old = p.data(ctx)
+            p.set_data(m * old + (1 - m) * batch.astype(old.dtype, copy=False))
         return dy
 
 
@@ -109,20 +111,22 @@ class BatchNorm(gluon.Block):
         # the channel axis may be anywhere: statistics over every other axis
         axes = tuple(i for i in range(x.ndim) if i != axis)
         view = tuple(channels if i == axis else 1 for i in range(x.ndim))
-        ctx = x.context
+        ctx, dtype = x.context, compute_dtype(x.dtype)
+        xc = x.astype(dtype, copy=False)  # float16 is normalized in float32
         if training:
-            mean = x.mean(axis=axes, keepdims=True)
-            var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)  # biased, as Gluon stores it
+            # biased, as Gluon stores it
+            mean, centered, var = centered_moments(xc, axes)
         else:
-            mean = self.running_mean.data(ctx).reshape(view)
-            var = self.running_var.data(ctx).reshape(view)
+            mean = param(self.running_mean, ctx, dtype, view)
+            var = param(self.running_var, ctx, dtype, view)
+            centered = xc - mean
 
-        y = (x - mean) / nd.sqrt(var + self._epsilon)
+        y = centered / nd.sqrt(var + self._epsilon)
         if self._scale:
-            y = y * self.gamma.data(ctx).reshape(view)
+            y = y * param(self.gamma, ctx, dtype, view)
         # Gluon adds beta even with center=False (it is then only frozen at its
         # initial value), while scale=False ignores gamma's value (fix_gamma): mirror both
-        y = y + self.beta.data(ctx).reshape(view)
+        y = (y + param(self.beta, ctx, dtype, view)).astype(x.dtype, copy=False)
         if training and autograd.is_recording():
             y = _UpdateRunningStatsOnBackward(self, mean.reshape(-1).detach(),
                                               var.reshape(-1).detach())(y)

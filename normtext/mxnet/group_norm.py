@@ -15,6 +15,7 @@ from mxnet import gluon, nd
 from mxnet.base import MXNetError
 
 from ..spec import GROUP_NORM
+from ._util import centered_moments, compute_dtype, param
 
 
 def per_channel(gamma_per_group, num_channels: int) -> np.ndarray:
@@ -63,16 +64,16 @@ class GroupNorm(gluon.Block):
             raise MXNetError(f"Check failed: dshape[1] % num_groups == 0 "
                              f"({x.shape[1] % g} vs. 0) : # of channels must be divisible by "
                              "# of groups")
-        ctx = x.context
-        # reshape: (N, C, *) -> (N, G, C/G * prod(spatial))
-        xg = x.reshape((x.shape[0], g, -1))
+        ctx, dtype = x.context, compute_dtype(x.dtype)
+        # reshape: (N, C, *) -> (N, G, C/G * prod(spatial)); float16 in float32
+        xg = x.astype(dtype, copy=False).reshape((x.shape[0], g, -1))
         axes = GROUP_NORM.reduce_axes(3, 1)
-        mean = xg.mean(axis=axes, keepdims=True)
-        var = ((xg - mean) ** 2).mean(axis=axes, keepdims=True)
-        x_hat = (xg - mean) / nd.sqrt(var + self._epsilon)
+        _, centered, var = centered_moments(xg, axes)
+        x_hat = centered / nd.sqrt(var + self._epsilon)
         # recover with one gamma and beta per group, then reshape back
-        y = x_hat * self.gamma.data(ctx).reshape((1, g, 1)) + self.beta.data(ctx).reshape((1, g, 1))
-        return y.reshape(x.shape)
+        per_group = (1, g, 1)
+        y = x_hat * param(self.gamma, ctx, dtype, per_group) + param(self.beta, ctx, dtype, per_group)
+        return y.reshape(x.shape).astype(x.dtype, copy=False)
 
     def __repr__(self):
         content = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())

@@ -16,6 +16,7 @@ from __future__ import annotations
 from mxnet import gluon, nd
 
 from ..spec import INSTANCE_NORM
+from ._util import centered_moments, compute_dtype, param
 
 
 class InstanceNorm(gluon.Block):
@@ -63,12 +64,12 @@ class InstanceNorm(gluon.Block):
                 p._finish_deferred_init()
         axes = INSTANCE_NORM.reduce_axes(x.ndim, 1)
         view = INSTANCE_NORM.param_shape(x.shape)
-        ctx = x.context
-        mean = x.mean(axis=axes, keepdims=True)
-        var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)     # biased
+        ctx, dtype = x.context, compute_dtype(x.dtype)
+        _, centered, var = centered_moments(x.astype(dtype, copy=False), axes)  # biased
         # gamma and beta are always applied; scale/center only decide whether they learn
-        y = (x - mean) / nd.sqrt(var + self._epsilon) * self.gamma.data(ctx).reshape(view) \
-            + self.beta.data(ctx).reshape(view)
+        y = centered / nd.sqrt(var + self._epsilon) * param(self.gamma, ctx, dtype, view) \
+            + param(self.beta, ctx, dtype, view)
+        y = y.astype(x.dtype, copy=False)
         return y if self._axis == 1 else y.swapaxes(1, self._axis)
 
     def __repr__(self):

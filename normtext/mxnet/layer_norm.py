@@ -6,13 +6,17 @@ that axis, where PyTorch takes a trailing ``normalized_shape`` of any length.
 Like Gluon's, ``center=False``/``scale=False`` only freeze ``beta``/``gamma``
 (``grad_req='null'``): they stay in the formula at their initial 0 and 1.
 
-The variance is taken in two passes. MXNet 1.9.1's fused ``nd.LayerNorm`` is
-off by O(1) for float32 rows of mean 1e4 and 65,536 elements; this block is not.
+The variance is taken by the corrected two-pass formula
+(:func:`normtext.moments.centered_moments`), float16 in float32. MXNet 1.9.1's
+fused ``nd.LayerNorm`` is off by O(1) for float32 rows of mean 1e4 and 65,536
+elements; this block is not.
 """
 from __future__ import annotations
 
 import mxnet as mx
 from mxnet import gluon, nd
+
+from ._util import centered_moments, compute_dtype, param
 
 
 class LayerNorm(gluon.Block):
@@ -65,13 +69,14 @@ class LayerNorm(gluon.Block):
             raise mx.base.MXNetError(f"Shape inconsistent, Provided = [{self.gamma.shape[0]}], "
                                      f"inferred shape=[{channels}]")
         view = tuple(channels if i == axis else 1 for i in range(x.ndim))
-        ctx = x.context
+        ctx, dtype = x.context, compute_dtype(x.dtype)
+        xc = x.astype(dtype, copy=False)
         # mu and sigma^2 over the one axis, per position of the others (two passes: stable)
-        mean = x.mean(axis=axis, keepdims=True)
-        var = ((x - mean) ** 2).mean(axis=axis, keepdims=True)
-        y = (x - mean) / nd.sqrt(var + self._epsilon)
+        _, centered, var = centered_moments(xc, axis)
+        y = centered / nd.sqrt(var + self._epsilon)
         # y = gamma * x_hat + beta (a frozen gamma is 1, a frozen beta 0, unless set)
-        return y * self.gamma.data(ctx).reshape(view) + self.beta.data(ctx).reshape(view)
+        y = y * param(self.gamma, ctx, dtype, view) + param(self.beta, ctx, dtype, view)
+        return y.astype(x.dtype, copy=False)
 
     def __repr__(self):
         content = ", ".join(f"{k}={v!r}" for k, v in self._kwargs.items())

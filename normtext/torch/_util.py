@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from ..moments import centered_moments  # noqa: F401  (the layers import it from here)
+
 # Half-precision inputs are normalized in float32 and cast back, as PyTorch's
 # own kernels accumulate (a float16 sum of thousands of terms loses digits).
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -10,25 +12,6 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in _LOW_PRECISION else dtype
-
-
-def centered_moments(x: torch.Tensor, axes):
-    """``(mean, x - mean, var)`` over ``axes`` (kept), by two passes with a correction.
-
-    Two passes (the mean, then the mean of squared deviations) never subtract
-    ``E[x]^2`` from ``E[x^2]``. What error is left is the rounding of the mean
-    itself: it shifts every deviation by the same amount. The mean of the
-    deviations (small numbers, hence accurate) measures that shift and removes
-    it, the corrected two-pass algorithm of Chan, Golub & LeVeque (1983). It
-    keeps float32 errors at the rounding level even when the mean is 1e5
-    standard deviations (book/numerics.ipynb).
-    """
-    mean = x.mean(dim=axes, keepdim=True)
-    deviation = x - mean
-    shift = deviation.mean(dim=axes, keepdim=True)  # 0 but for the rounding of ``mean``
-    deviation = deviation - shift
-    var = deviation.square().mean(dim=axes, keepdim=True)
-    return mean + shift, deviation, var
 
 
 def shape_of(t):
