@@ -168,21 +168,26 @@ def inductor_loops(case: registry.NormCase, shape, fn: Optional[Callable] = None
     from torch._inductor import config as inductor_config
     from torch._inductor.utils import run_and_get_code
     fn = fn or registry.implementations(case)["normtext"]
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=g).requires_grad_(True)
-    dy = torch.randn(shape, generator=g)
-    w, b = registry.make_params(case, shape, requires_grad=True)
-    inputs = tuple(t for t in (x, w, b) if t is not None)
+    x, w, b, dy = _inputs(case, shape)
     torch._dynamo.reset()
-    compiled = torch.compile(fn)
+    forward_backward = _pass_fn(torch.compile(fn), x, w, b, dy, backward=True)
     with inductor_config.patch({"cpp.threads": max(2, torch.get_num_threads())}):
-        _, sources = run_and_get_code(
-            lambda: torch.autograd.grad(compiled(x, w, b), inputs, dy))
+        _, sources = run_and_get_code(forward_backward)
     counts = {"forward": 0, "backward": 0}
     for source in sources:
         graph = "backward" if "tangents_" in source else "forward"
         counts[graph] += source.count("#pragma omp for")
     return counts
+
+
+def _inputs(case: registry.NormCase, shape, device: str = "cpu",
+            dtype: torch.dtype = torch.float32):
+    """``(x, weight, bias, dy)`` for one case, seeded; ``x`` and the parameters require grad."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g).to(device=device, dtype=dtype).requires_grad_(True)
+    dy = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
+    w, b = registry.make_params(case, shape, device=device, dtype=dtype, requires_grad=True)
+    return x, w, b, dy
 
 
 def _pass_fn(fn: Callable, x, w, b, dy, backward: bool) -> Callable:
@@ -207,10 +212,7 @@ def bench_case(case: registry.NormCase, shape, *, device: str = "cpu",
         impls["normtext"] = candidate
     fns: Dict[str, Callable] = {"built-in": impls["built-in"], "normtext eager": impls["normtext"]}
     compile_s = None
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=g).to(device=device, dtype=dtype).requires_grad_(True)
-    dy = torch.randn(shape, generator=g).to(device=device, dtype=dtype)
-    w, b = registry.make_params(case, shape, device=device, dtype=dtype, requires_grad=True)
+    x, w, b, dy = _inputs(case, shape, device, dtype)
     sync = _sync(device)
     if compile:
         torch._dynamo.reset()  # a fresh cache: this case's compile time is its own
