@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..moments import centered_moments  # noqa: F401  (the blocks import it from here)
-
 
 def compute_dtype(dtype) -> np.dtype:
     """float16 is normalized in float32 and cast back, as normtext's PyTorch layers do.

@@ -22,7 +22,8 @@ from mxnet import autograd, gluon, nd
 
 from .. import errors
 from ..spec import BATCH_NORM
-from ._util import centered_moments, compute_dtype, param
+from ..moments import centered_moments
+from ._util import compute_dtype, param
 
 
 class _UpdateRunningStatsOnBackward(autograd.Function):

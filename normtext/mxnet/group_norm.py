@@ -15,7 +15,8 @@ from mxnet import gluon, nd
 from mxnet.base import MXNetError
 
 from ..spec import GROUP_NORM
-from ._util import centered_moments, compute_dtype, param
+from ..moments import centered_moments
+from ._util import compute_dtype, param
 
 
 def per_channel(gamma_per_group, num_channels: int) -> np.ndarray:

@@ -16,7 +16,8 @@ from __future__ import annotations
 from mxnet import gluon, nd
 
 from ..spec import INSTANCE_NORM
-from ._util import centered_moments, compute_dtype, param
+from ..moments import centered_moments
+from ._util import compute_dtype, param
 
 
 class InstanceNorm(gluon.Block):

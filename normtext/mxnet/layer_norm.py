@@ -16,7 +16,8 @@ from __future__ import annotations
 import mxnet as mx
 from mxnet import gluon, nd
 
-from ._util import centered_moments, compute_dtype, param
+from ..moments import centered_moments
+from ._util import compute_dtype, param
 
 
 class LayerNorm(gluon.Block):

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import torch
 
-from ..moments import centered_moments  # noqa: F401  (the layers import it from here)
-
 # Half-precision inputs are normalized in float32 and cast back, as PyTorch's
 # own kernels accumulate (a float16 sum of thousands of terms loses digits).
 _LOW_PRECISION = (torch.float16, torch.bfloat16)

@@ -16,7 +16,8 @@ from torch import Tensor
 
 from .. import errors
 from ..spec import BATCH_NORM
-from ._util import centered_moments, shape_of
+from ..moments import centered_moments
+from ._util import shape_of
 
 
 class NormalizeFunction(torch.autograd.Function):

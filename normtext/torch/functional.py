@@ -14,7 +14,8 @@ from torch import Tensor
 
 from .. import errors
 from ..spec import BATCH_NORM
-from ._util import centered_moments, check_floating, compute_dtype, shape_of
+from ..moments import centered_moments
+from ._util import check_floating, compute_dtype, shape_of
 
 __all__ = ["batch_norm"]
 

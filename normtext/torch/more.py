@@ -25,7 +25,8 @@ from torch.nn.utils import parametrize
 from .. import errors
 from ..spec import INSTANCE_NORM
 from . import functional as F
-from ._util import centered_moments, check_floating, compute_dtype
+from ..moments import centered_moments
+from ._util import check_floating, compute_dtype
 
 __all__ = ["instance_statistics", "adain", "cross_norm", "CrossNorm",
            "batch_whitening", "BatchWhitening", "ConditionalBatchNorm2d",
