@@ -1,14 +1,18 @@
 """normtext: normalization layers from scratch, checked against PyTorch and MXNet Gluon.
 
-The package has three floors, each using only those below it:
+Its rooms, each one kind of thing; imports point down this list only (a test enforces it):
 
-* :mod:`normtext.spec` and :mod:`normtext.errors`: the family as data, and
-  input checks with PyTorch's messages;
-* :mod:`normtext.numpy` (float64 reference), :mod:`normtext.torch`,
-  :mod:`normtext.mxnet`: three implementations that read the specs;
-* :mod:`normtext.compare`, :mod:`normtext.train`, :mod:`normtext.plot`,
-  :mod:`normtext.bench`, :mod:`normtext.check`: the harness, training loops,
-  figures and command-line tools the book uses.
+* :mod:`normtext.spec`, :mod:`normtext.errors`, :mod:`normtext.moments`: the
+  family as data, input checks with PyTorch's messages, the statistics;
+* :mod:`normtext.numpy` (float64 reference with hand-derived backward),
+  :mod:`normtext.torch`, :mod:`normtext.mxnet`: the three floors, layers only;
+* :mod:`normtext.testing`: the parity harness, tolerances, the registry of
+  norms and the numerics study;
+* :mod:`normtext.distributed`: the multi-process launcher, its workers and the
+  communication cost model;
+* :mod:`normtext.bench`, :mod:`normtext.check`: command-line tools (speed, parity);
+* :mod:`normtext.experiments`: data, models, training loops, cached runs,
+  verdicts and plots of the book's chapters; nothing in the library imports it.
 
 ``from normtext import torch as nt`` reads like D2L's ``from d2l import torch as d2l``.
 """

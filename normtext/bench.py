@@ -61,7 +61,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from . import registry
+from normtext.testing import registry
 
 IMPLS = ("built-in", "normtext eager", "normtext compiled")
 FLOOR = "compiled affine"  # the floor of the compiled path, timed beside IMPLS
@@ -273,7 +273,7 @@ MXNET_IMPLS = ("Gluon built-in", "Gluon built-in hybridized", "normtext Gluon")
 def _gluon_blocks(name: str, shape):
     """``(Gluon's block factory, normtext's block factory)`` for a norm, or None."""
     from mxnet import gluon
-    from . import mxnet as ntm
+    from normtext import mxnet as ntm
     groups = registry.group_count(shape[1])
     table = {
         "BatchNorm": (lambda: gluon.nn.BatchNorm(), lambda: ntm.BatchNorm()),
@@ -426,7 +426,7 @@ def run(*, quick: bool = False, device: str = "cpu", dtype: str = "float32",
                                bandwidth=bw["bytes_per_s"])
     mxnet_rows: List[dict] = []
     if mxnet:
-        from . import mxnet_available
+        from normtext import mxnet_available
         if not mxnet_available():
             progress("MXNet is not installed: no Gluon rows")
         else:

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
-from . import registry
+from normtext.testing import registry
 
 
 @dataclass
@@ -45,8 +45,8 @@ class Check:
 def default_checks(device: str = "cpu", norms: Optional[Sequence[str]] = None) -> List[Check]:
     """The comparisons for every norm normtext implements (module classes included)."""
     import torch.nn as tnn
-    from . import compare
-    from . import torch as nt
+    from normtext.testing import compare
+    from normtext import torch as nt
     checks = []
     for case in registry.available_norms(norms):
         shape = case.check_shape
@@ -76,7 +76,7 @@ def default_checks(device: str = "cpu", norms: Optional[Sequence[str]] = None) -
 def run_checks(checks: Sequence[Check], dtypes: Sequence[str] = ("float32",),
                steps: int = 3) -> List[dict]:
     """Run every check in every dtype; one row per comparison."""
-    from .compare import compare_layers
+    from normtext.testing.compare import compare_layers
     rows = []
     for c in checks:
         for dtype in dtypes:
@@ -153,7 +153,7 @@ def main(argv: Optional[Sequence[str]] = None, checks: Optional[Sequence[Check]]
         print("CUDA is not available here", file=sys.stderr)
         return 2
     # provenance without importing MXNet (not needed here, and it may be absent or broken)
-    from .bench import environment
+    from normtext.bench import environment
     env = environment(args.device)
     print(f"normtext.check | {env.get('gpu') or 'CPU ' + env['cpu']} | torch {env['torch']} | "
           f"{env['date']}")

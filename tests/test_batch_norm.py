@@ -1,6 +1,6 @@
 """BatchNorm: the float64 reference, the PyTorch functional and modules, the hand-written backward.
 
-Parity tolerances come from normtext.compare.tolerance (16 * eps(dtype) * sqrt(m),
+Parity tolerances come from normtext.testing.compare.tolerance (16 * eps(dtype) * sqrt(m),
 m = elements per statistic); float64 comparisons use the same rule.
 """
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
-from normtext import compare
+from normtext.testing import compare
 from normtext import numpy as ref
 from normtext import torch as nt
 from normtext.spec import BATCH_NORM

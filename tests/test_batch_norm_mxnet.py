@@ -5,7 +5,7 @@ import pytest
 mx = pytest.importorskip("mxnet")
 from mxnet import autograd, gluon, nd  # noqa: E402
 
-from normtext import compare  # noqa: E402
+from normtext.testing import compare  # noqa: E402
 from normtext import mxnet as ntm  # noqa: E402
 
 from conftest import BN_SHAPES  # noqa: E402

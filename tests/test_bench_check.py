@@ -5,7 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from normtext import bench, check, compare, registry
+from normtext import bench, check
+from normtext.testing import compare, registry
 from normtext.spec import LAYER_NORM
 
 

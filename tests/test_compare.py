@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from normtext import compare
+from normtext.testing import compare
 from normtext import torch as nt
-from normtext.seeds import D2L_NAMES, D2LBatchNorm
+from normtext.experiments.sources import D2L_NAMES, D2LBatchNorm
 
 
 def test_harness_catches_the_biased_running_variance():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from normtext import data, models, train
+from normtext.experiments import data, models, train
 
 
 def test_mnist_5k_split_is_stratified_and_scaled():
@@ -83,7 +83,7 @@ def test_cache_reuses_and_keys_by_config(tmp_path, monkeypatch):
 
 def test_gluon_training_runs():
     pytest.importorskip("mxnet")
-    from normtext.mxnet import models as gmodels
+    from normtext.experiments import gluon_models as gmodels
     d = data.mnist_5k().subset(256, 100)
     net = gmodels.lenet(gmodels.normtext_batch_norm)
     h = train.train_gluon(net, d, epochs=1, lr=0.5, batch_size=64, seed=0, progress=False)

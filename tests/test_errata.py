@@ -328,7 +328,7 @@ def test_seed_004_autograd_is_training_is_the_right_switch_in_mxnet():
 
 def test_seed_004_fashion_mnist_is_replaced_by_data_that_installs_with_pip():
     """gb.load_data_fashion_mnist downloads; normtext's loaders read installed data."""
-    from normtext import data
+    from normtext.experiments import data
     split = data.mnist_5k()
     assert split.X_train.shape[1:] == (1, 28, 28)  # LeNet's input, like Fashion-MNIST's
     assert len(split.y_train) + len(split.y_test) == 5000

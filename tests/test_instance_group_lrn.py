@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as TF
 from torch import nn
 
-from normtext import compare, errors
+from normtext.testing import compare
+from normtext import errors
 from normtext import numpy as ref
 from normtext import torch as nt
 from normtext.numpy import lrn as ref_lrn

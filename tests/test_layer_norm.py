@@ -1,7 +1,7 @@
 """LayerNorm and RMSNorm: float64 reference, PyTorch functional/modules, hand backwards,
 errors, the layer-normalized LSTM cell, and the Gluon block.
 
-Parity tolerances come from normtext.compare.tolerance (16 * eps(dtype) * sqrt(m),
+Parity tolerances come from normtext.testing.compare.tolerance (16 * eps(dtype) * sqrt(m),
 m = elements per statistic = prod(normalized_shape)).
 """
 import math
@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
-from normtext import compare, errors
+from normtext.testing import compare
+from normtext import errors
 from normtext import numpy as ref
 from normtext import torch as nt
 from normtext.spec import LAYER_NORM, RMS_NORM
@@ -458,7 +459,7 @@ def test_gluon_wrong_in_channels_raises_like_gluon(mx):
 @pytest.mark.parametrize("dim", [(28, 28), (27, 31), (8, 5)])
 @pytest.mark.parametrize("k,d,s,p", [(3, 1, 1, 0), (5, 1, 2, 2), (3, 2, 3, 1), ((2, 3), (1, 2), (2, 1), (0, 1))])
 def test_calc_activation_shape_matches_real_convolutions(dim, k, d, s, p):
-    from normtext.models import calc_activation_shape
+    from normtext.experiments.models import calc_activation_shape
     conv = torch.nn.Conv2d(1, 1, k, stride=s, padding=p, dilation=d)
     out = conv(torch.zeros(1, 1, *dim)).shape[2:]
     got = calc_activation_shape(dim, k, d, s, p)
@@ -466,7 +467,7 @@ def test_calc_activation_shape_matches_real_convolutions(dim, k, d, s, p):
 
 
 def test_seed000_net_runs_and_uses_layer_norm_over_chw():
-    from normtext.models import Seed000Net
+    from normtext.experiments.models import Seed000Net
     net = Seed000Net()
     assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     assert net.norm1.normalized_shape == (5, 26, 26) and net.norm2.normalized_shape == (10, 24, 24)
@@ -474,7 +475,7 @@ def test_seed000_net_runs_and_uses_layer_norm_over_chw():
 
 
 def test_verdict_rules():
-    from normtext.layer_norm_study import compare_groups, verdict
+    from normtext.experiments.layer_norm_study import compare_groups, verdict
     assert compare_groups([1.0, 1.1], [2.0, 2.1]) == "holds"
     assert compare_groups([2.0, 2.1], [1.0, 1.1]) == "contradicted"
     assert compare_groups([1.0, 2.0], [1.2, 2.2]) == "unclear"

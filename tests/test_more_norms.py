@@ -3,7 +3,7 @@ BatchNorm, learned AdaIN, weight normalization, weight standardization, gradient
 and per-layer gradient normalization.
 
 Each method is tested by its defining property or by parity with a built-in, with
-tolerances from normtext.compare.tolerance (16 * eps(dtype) * sqrt(m), m the number of
+tolerances from normtext.testing.compare.tolerance (16 * eps(dtype) * sqrt(m), m the number of
 terms in the largest reduction), plus bad-input tests comparing exception types with
 PyTorch's where PyTorch has the same check.
 """
@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as TF
 from torch import nn
 
-from normtext import compare, errors
-from normtext.compare_more import compare_clip_grad_norm, compare_weight_norm
+from normtext.testing import compare
+from normtext import errors
+from normtext.testing.compare_more import compare_clip_grad_norm, compare_weight_norm
 from normtext.numpy import whitening as W
 from normtext.torch import more as M
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from normtext import numerics, registry
+from normtext.testing import numerics, registry
 
 pytest.importorskip("mxnet")
 

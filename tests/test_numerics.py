@@ -5,7 +5,7 @@ times their standard deviation, in float32, float16 and bfloat16, the largest
 error of normtext's output (and input gradient) against the float64 reference
 must stay within ``2 * error(PyTorch) + 4 eps(dtype)`` (the ``4 eps`` floor:
 errors of a few units in the last place are the rounding of the output itself
-and cannot be ranked; :func:`normtext.numerics.factor_check`).
+and cannot be ranked; :func:`normtext.testing.numerics.factor_check`).
 
 normtext computes the variance by two passes with a correction of the mean
 (:func:`normtext.moments.centered_moments`). Without the correction (the
@@ -19,7 +19,7 @@ import math
 import pytest
 import torch
 
-from normtext import numerics, registry
+from normtext.testing import numerics, registry
 
 NORMS = [c.name for c in registry.available_norms() if c.reference is not None]
 SIZES = (64, 4096)

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from normtext import torch as nt
-from normtext import sync_workers as workers
-from normtext.compare import TorchLayer, compare_layers
+from normtext.distributed import workers as workers
+from normtext.testing.compare import TorchLayer, compare_layers
 from normtext.distributed import LaunchTimeout, WorkerError, launch
 
 K2_CASES = {
@@ -195,7 +195,7 @@ def test_mxnet_sync_batch_norm_on_cpu_contexts():
     """Equal batches: Gluon BatchNorm on the concatenated batch. Unequal batches (MXNet 1.9.1):
     the unweighted average over contexts of E[x] and E[x^2], not the global batch's statistics."""
     pytest.importorskip("mxnet")
-    from normtext.mxnet.sync import run_isolated
+    from normtext.distributed.gluon_sync import run_isolated
     equal = {"batches": [4, 4], "features": (3, 2, 2), "steps": 2}
     unequal = {"batches": [3, 5], "features": (3,), "steps": 1}
     runs_equal, runs_unequal = run_isolated([equal, unequal], timeout=180)

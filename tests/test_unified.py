@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as TF
 
 from normtext import numpy as ref
-from normtext import unified
+from normtext.numpy import unified
 from normtext.spec import BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM
 
 SHAPES = [(4, 6, 5), (3, 6, 4, 5), (2, 6, 2, 3, 4)]

@@ -22,7 +22,7 @@ def environment() -> str:
     import platform
     import numpy as np
     import torch
-    from . import __version__, mxnet_available
+    from normtext import __version__, mxnet_available
     parts = [f"python {platform.python_version()}", f"numpy {np.__version__}",
              f"torch {torch.__version__}"]
     if mxnet_available():

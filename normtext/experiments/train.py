@@ -52,7 +52,7 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     import torch
     torch.manual_seed(seed)
-    from . import mxnet_available
+    from normtext import mxnet_available
     if mxnet_available():
         import mxnet as mx
         mx.random.seed(seed)
@@ -88,7 +88,7 @@ def train_torch(net, data, *, epochs: int, lr: float, batch_size: int, device=No
     """
     import torch
     from torch import nn
-    from .data import torch_loader
+    from normtext.experiments.data import torch_loader
 
     device = torch_device() if device is None else torch.device(device)
     seed_everything(seed)
@@ -138,7 +138,7 @@ def train_gluon(net, data, *, epochs: int, lr: float, batch_size: int, ctx=None,
     """
     import mxnet as mx
     from mxnet import autograd, gluon
-    from .data import gluon_loader
+    from normtext.experiments.data import gluon_loader
 
     ctx = mxnet_context() if ctx is None else ctx
     seed_everything(seed)

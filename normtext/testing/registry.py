@@ -19,7 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .spec import (BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM, LOCAL_RESPONSE_NORM,
+from normtext.spec import (BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM, LOCAL_RESPONSE_NORM,
                    RMS_NORM, NormSpec)
 
 Shape = Tuple[int, ...]
@@ -61,7 +61,7 @@ def _call_lrn(F, x, weight, bias, eps=None):
 # --- float64 references, from the spec's axes -----------------------------------------
 
 def _standardize_over(x: np.ndarray, axes, eps: float) -> np.ndarray:
-    from .numpy import standardize
+    from normtext.numpy import standardize
     return standardize(x, tuple(axes), eps).x_hat
 
 
@@ -202,7 +202,7 @@ REGISTRY: Dict[str, NormCase] = {
 
 
 def _namespace():
-    from .torch import functional
+    from normtext.torch import functional
     return functional
 
 

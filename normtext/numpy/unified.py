@@ -30,8 +30,8 @@ from typing import Callable, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .numpy.standardize import standardize
-from .spec import NormSpec
+from .standardize import standardize
+from ..spec import NormSpec
 
 
 class MatrixView(NamedTuple):

@@ -14,7 +14,7 @@ def gluon_batch_norm() -> gluon.Block:
 
 def normtext_batch_norm() -> gluon.Block:
     """normtext's from-scratch Gluon BatchNorm."""
-    from .batch_norm import BatchNorm
+    from normtext.mxnet.batch_norm import BatchNorm
     return BatchNorm()
 
 

@@ -35,7 +35,7 @@ def make_generator(norm: str, z_dim: int = 16, width: int = 32, num_classes: int
     """
     import torch
     from torch import nn
-    from .torch.more import AdaptiveInstanceNorm2d, ConditionalBatchNorm2d
+    from normtext.torch.more import AdaptiveInstanceNorm2d, ConditionalBatchNorm2d
 
     class Generator(nn.Module):
         def __init__(self):
@@ -78,7 +78,7 @@ def train_generator(norm: str, data, *, epochs: int, seed: int, lr: float = 3e-3
     loss per epoch, and 10 generated digits per class (eval mode) as lists.
     """
     import torch
-    from .train import seed_everything
+    from normtext.experiments.train import seed_everything
 
     seed_everything(seed)
     gen = make_generator(norm, z_dim=z_dim)
@@ -128,8 +128,8 @@ def train_with_gradient_rule(rule: str, data, *, lr: float, epochs: int, seed: i
     and the total gradient norm before the rule, per step.
     """
     import torch
-    from .torch.more import clip_grad_norm_, normalize_grad_
-    from .train import evaluate_torch, seed_everything
+    from normtext.torch.more import clip_grad_norm_, normalize_grad_
+    from normtext.experiments.train import evaluate_torch, seed_everything
 
     seed_everything(seed)
     net = mlp()
@@ -177,8 +177,8 @@ def time_normalize_step(d: int, m: int, method: str, repeats: int = 5,
     ``"newton-schulz"`` (ZCA by ``iterations`` Newton-Schulz steps).
     """
     import torch
-    from .torch import functional as F
-    from .torch.more import batch_whitening
+    from normtext.torch import functional as F
+    from normtext.torch.more import batch_whitening
 
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(m, d, generator=gen) @ (torch.eye(d) + 0.1 * torch.randn(d, d, generator=gen))

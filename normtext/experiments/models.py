@@ -21,7 +21,7 @@ def torch_batch_norm(num_features: int, spatial_dims: int) -> nn.Module:
 
 def normtext_batch_norm(num_features: int, spatial_dims: int) -> nn.Module:
     """normtext's from-scratch BatchNorm."""
-    from . import torch as nt
+    from normtext import torch as nt
     return nt.BatchNorm2d(num_features) if spatial_dims == 2 else nt.BatchNorm1d(num_features)
 
 
@@ -61,7 +61,7 @@ def lenet(norm: Optional[NormFactory] = None, activation: Callable[[], nn.Module
 def normtext_group_norm(num_groups: int) -> NormFactory:
     """A factory of normtext's GroupNorm with ``num_groups`` groups (after convolutions only)."""
     def factory(num_features: int, spatial_dims: int) -> nn.Module:
-        from . import torch as nt
+        from normtext import torch as nt
         return nt.GroupNorm(num_groups, num_features)
     return factory
 
@@ -130,7 +130,7 @@ class Seed000Net(nn.Module):
                  layer_norm: bool = True, norm=None):
         super().__init__()
         if norm is None:
-            from .torch import LayerNorm as norm
+            from normtext.torch import LayerNorm as norm
         make = norm if layer_norm else (lambda shape: nn.Identity())
         self.layer1 = nn.Conv2d(in_channels, 5, 3)
         ln_shape = calc_activation_shape(idim, 3)       # the output of the convolution
@@ -157,7 +157,7 @@ def seed001_lenet(dense_norm: Optional[str] = None, conv_norm: bool = False) -> 
         conv_norm: also put a LayerNorm over (C, H, W) after each convolution's
             tanh (seed 001, section 3.3).
     """
-    from . import torch as nt
+    from normtext import torch as nt
     norm = {None: None, "bn": nn.BatchNorm1d, "ln": nt.LayerNorm}[dense_norm]
     after = lambda n: [norm(n)] if norm is not None else []
     conv_ln = lambda shape: [nt.LayerNorm(shape)] if conv_norm else []

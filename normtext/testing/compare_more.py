@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .compare import Comparison, tolerance
+from normtext.testing.compare import Comparison, tolerance
 
 
 def compare_weight_norm(make_module: Callable, input_shape, dim: Optional[int] = 0,
@@ -27,7 +27,7 @@ def compare_weight_norm(make_module: Callable, input_shape, dim: Optional[int] =
     """
     import torch
     from torch.nn.utils.parametrizations import weight_norm as torch_weight_norm
-    from .torch.more import weight_norm
+    from normtext.torch.more import weight_norm
 
     torch.manual_seed(seed)
     t = getattr(torch, dtype)
@@ -64,7 +64,7 @@ def compare_clip_grad_norm(shapes=((64, 32), (64,), (10, 64), (10,)), max_norm: 
     clipped gradient. ``m`` is the total number of gradient entries.
     """
     import torch
-    from .torch.more import clip_grad_norm_
+    from normtext.torch.more import clip_grad_norm_
 
     rng = np.random.default_rng(seed)
     t = getattr(torch, dtype)

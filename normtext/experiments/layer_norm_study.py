@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Sequence
 
 import numpy as np
 
-from .train import History, seed_everything, train_torch
+from normtext.experiments.train import History, seed_everything, train_torch
 
 
 def train_seeds(build: Callable[[], "object"], data, *, seeds: Sequence[int], epochs: int,

@@ -4,7 +4,7 @@
 function a notebook can call::
 
     from normtext.distributed import launch
-    results = launch(normtext.sync_workers.all_reduce_timing, world_size=2, args=(...))
+    results = launch(normtext.distributed.workers.all_reduce_timing, world_size=2, args=(...))
 
 It starts ``world_size`` processes with ``torch.multiprocessing``'s *spawn*
 method, gives them a rendezvous on a free loopback port (a
@@ -27,14 +27,14 @@ port is released before the exception propagates.
 
 From the command line, the same functions run locally::
 
-    python -m normtext.distributed -k 2 normtext.sync_workers:hello
+    python -m normtext.distributed -k 2 normtext.distributed.workers:hello
 
 or, unchanged, under ``torchrun`` on several machines (each process of
 ``torchrun`` runs the function once; see the SyncBatchNorm chapter)::
 
     torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d \\
         --rdzv-endpoint HOST:29400 -m normtext.distributed --backend nccl \\
-        normtext.sync_workers:hello
+        normtext.distributed.workers:hello
 """
 from __future__ import annotations
 
@@ -243,7 +243,7 @@ def _stop(procs, grace: float) -> None:
             p.join()
 
 
-def _main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m normtext.distributed",
         description="Run module:function in k local processes (or once per torchrun process).")
@@ -273,6 +273,3 @@ def _main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"rank {rank} of {opts.nproc}: {value}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(_main())

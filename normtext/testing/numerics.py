@@ -27,9 +27,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from . import registry
-from .registry import NormCase
-from .torch._util import compute_dtype
+from normtext.testing import registry
+from normtext.testing.registry import NormCase
+from normtext.torch._util import compute_dtype
 
 DTYPES = ("float32", "float16", "bfloat16")
 RATIOS = (0.0, 1e2, 1e3, 1e4, 1e5)
@@ -116,7 +116,7 @@ def torch_implementations(case: NormCase) -> Dict[str, Callable]:
 
 def mxnet_implementation(case: NormCase) -> Optional[Callable]:
     """MXNet's operator for this norm as ``(x: np.ndarray float32/16) -> np.ndarray``, or None."""
-    from . import mxnet_available
+    from normtext import mxnet_available
     if not mxnet_available():
         return None
     import mxnet as mx
@@ -158,11 +158,11 @@ def normtext_mxnet_implementation(case: NormCase) -> Optional[Callable]:
     Looked up by name in :mod:`normtext.mxnet`; gamma = 1 and beta = 0, so only
     the normalize step is measured, as for the other implementations.
     """
-    from . import mxnet_available
+    from normtext import mxnet_available
     if not mxnet_available():
         return None
     import mxnet as mx
-    from . import mxnet as ntm
+    from normtext import mxnet as ntm
     make = {"BatchNorm": lambda x: getattr(ntm, "BatchNorm")(),
             "LayerNorm": lambda x: getattr(ntm, "LayerNorm")(axis=-1),
             "GroupNorm": lambda x: getattr(ntm, "GroupNorm")(
@@ -188,7 +188,7 @@ def reference_output(case: NormCase, x64: np.ndarray) -> np.ndarray:
 
 def reference_input_grad(case: NormCase, x64: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """dL/dx of the normalize step (no affine), by the hand-derived float64 backward."""
-    from .numpy import standardize, standardize_backward
+    from normtext.numpy import standardize, standardize_backward
     if case.spec.statistic == "mean square":
         axes = case.spec.reduce_axes(x64.ndim, 1)
         inv = 1.0 / np.sqrt((x64 * x64).mean(axis=axes, keepdims=True) + 1e-6)
@@ -291,7 +291,7 @@ def eps_sweep(case: NormCase, sigmas: Sequence[float], eps: float = 1e-5, m: int
     the float64 prediction ``sigma / sqrt(sigma^2 + eps)`` (the output scale) and
     ``1 / sqrt(sigma^2 + eps)`` (the gradient scale).
     """
-    from .torch import functional as F
+    from normtext.torch import functional as F
     rows = []
     shape = registry.numerics_row_shape(case, m)
     z = np.random.default_rng(seed).standard_normal(shape)
@@ -321,7 +321,7 @@ def factor_check(df, candidate: str = "normtext", baseline: str = "PyTorch", fac
     be ranked (a ``1 ulp`` against a ``0.4 ulp`` error is not "2.5 times worse").
     Returns the table with columns ``candidate``, ``baseline``, ``bound`` and ``ok``.
     """
-    from .compare import _EPS
+    from normtext.testing.compare import _EPS
     t = df.pivot_table(index=["norm", "dtype", "m", "ratio", "seed"], columns="impl",
                        values=quantity, dropna=False)
     t = t[[candidate, baseline]].dropna().reset_index()

@@ -5,7 +5,7 @@ from typing import Dict, List, Sequence, Union
 
 import numpy as np
 
-from .train import History
+from normtext.experiments.train import History
 
 _LABELS = {"loss": "training loss", "train_acc": "train accuracy", "test_acc": "test accuracy",
            "seconds": "seconds per epoch"}

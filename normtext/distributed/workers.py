@@ -47,7 +47,7 @@ def several(calls: Sequence[tuple]) -> List[Any]:
 
     ``calls``: ``(target, args, kwargs)`` with ``target`` as ``"module:function"``.
     """
-    from .distributed import resolve
+    from normtext.distributed.launch import resolve
     return [resolve(target)(*args, **kwargs) for target, args, kwargs in calls]
 
 
@@ -110,7 +110,7 @@ def sync_bn_run(cases: Sequence[Dict[str, Any]], seed: int = 0, layer: str = "no
     """
     import torch
     import torch.distributed as dist
-    from .torch import SyncBatchNorm as OurSyncBatchNorm
+    from normtext.torch import SyncBatchNorm as OurSyncBatchNorm
 
     SyncBatchNorm = OurSyncBatchNorm if layer == "normtext" else torch.nn.SyncBatchNorm
     if device == "cuda":
@@ -168,7 +168,7 @@ def check_equivalence(case: Dict[str, Any], per_rank: Sequence[Dict[str, Any]],
     :class:`normtext.compare.Comparison` per group (not yet asserted), with
     the harness's float32 tolerance for the group's reduction size.
     """
-    from .compare import Comparison, ReferenceBatchNorm, TorchLayer, tolerance
+    from normtext.testing.compare import Comparison, ReferenceBatchNorm, TorchLayer, tolerance
 
     data = case_data(case, seed)
     slices = _slices(case["batches"])
@@ -185,7 +185,7 @@ def check_equivalence(case: Dict[str, Any], per_rank: Sequence[Dict[str, Any]],
                              name="torch.nn BatchNorm on the concatenated batch")
         elif reference == "gluon":
             import mxnet as mx
-            from .compare import GluonLayer
+            from normtext.testing.compare import GluonLayer
             block = mx.gluon.nn.BatchNorm(in_channels=c, momentum=1 - momentum)
             block.initialize(ctx=mx.cpu())
             ref = GluonLayer(block, name="Gluon BatchNorm on the concatenated batch")
@@ -234,7 +234,7 @@ def all_reduce_timing(sizes: Sequence[int], repeats: int = 50, dtype: str = "flo
     """
     import torch
     import torch.distributed as dist
-    from .torch import BatchNorm2d, SyncBatchNorm
+    from normtext.torch import BatchNorm2d, SyncBatchNorm
 
     def median_time(fn):
         for _ in range(3):
@@ -280,7 +280,7 @@ def small_cnn(norm: str, channels: int = 16):
     ``norm``: ``"bn"`` (normtext BatchNorm2d) or ``"syncbn"`` (converted to SyncBatchNorm).
     """
     from torch import nn
-    from .torch import BatchNorm2d, SyncBatchNorm
+    from normtext.torch import BatchNorm2d, SyncBatchNorm
     net = nn.Sequential(
         nn.Conv2d(1, channels, 3, padding=1, bias=False), BatchNorm2d(channels), nn.ReLU(),
         nn.Conv2d(channels, 2 * channels, 3, padding=1, bias=False), BatchNorm2d(2 * channels),
@@ -303,7 +303,7 @@ def ddp_train(configs: Sequence[Dict[str, Any]], epochs: int, per_process_batch:
     from torch import nn
     from torch.nn.parallel import DistributedDataParallel as DDP
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
-    from .data import digits_8x8
+    from normtext.experiments.data import digits_8x8
 
     rank, world = _rank_world()
     data = digits_8x8()

@@ -36,8 +36,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from . import numpy as reference
-from .spec import BATCH_NORM, NormSpec
+from normtext import numpy as reference
+from normtext.spec import BATCH_NORM, NormSpec
 
 TOLERANCE_FACTOR = 16.0
 

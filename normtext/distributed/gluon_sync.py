@@ -30,11 +30,11 @@ def gluon_sync_bn_run(case: Dict[str, Any], seed: int = 0,
                       backward: str = "joint") -> List[Dict[str, Any]]:
     """Train Gluon's contrib SyncBatchNorm on ``k = len(case["batches"])`` CPU contexts.
 
-    The data are :func:`normtext.sync_workers.case_data`'s; context ``i`` gets
+    The data are :func:`normtext.distributed.workers.case_data`'s; context ``i`` gets
     the slice of rank ``i``. Returns, per context, the same dict as one rank of
-    :func:`normtext.sync_workers.sync_bn_run` (outputs, input gradients, the
+    :func:`normtext.distributed.workers.sync_bn_run` (outputs, input gradients, the
     context's gamma/beta gradients, running statistics, evaluation output), so
-    :func:`normtext.sync_workers.check_equivalence` can compare it.
+    :func:`normtext.distributed.workers.check_equivalence` can compare it.
 
     ``backward``: ``"joint"``, one ``autograd.backward`` call for the
     outputs of all contexts; ``"loop"``, one ``y.backward(head)`` per context
@@ -46,7 +46,7 @@ def gluon_sync_bn_run(case: Dict[str, Any], seed: int = 0,
     import mxnet as mx
     from mxnet import autograd
     from mxnet.gluon.contrib.nn import SyncBatchNorm
-    from ..sync_workers import _slices, case_data
+    from normtext.distributed.workers import _slices, case_data
 
     k = len(case["batches"])
     data = case_data(case, seed)
@@ -108,7 +108,7 @@ def run_isolated(case, seed: int = 0, worker_threads: Optional[int] = None,
         with open(request, "wb") as f:
             pickle.dump({"cases": cases, "seed": seed, "backward": backward}, f)
         try:
-            proc = subprocess.run([sys.executable, "-m", "normtext.mxnet.sync", request, answer],
+            proc = subprocess.run([sys.executable, "-m", "normtext.distributed.gluon_sync", request, answer],
                                   env=env, capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:   # subprocess.run kills the child
             raise TimeoutError(
