@@ -1,7 +1,7 @@
 """The normalization family as data.
 
 Every normalization layer is *reshape, normalize, recover, reshape back*
-(seed 003). The members of the family differ only in
+(Li and Smola's CS 329P notes, Practical Machine Learning). The members of the family differ only in
 
 * which axes of the input the statistics are taken over (``reduce_axes``),
 * which axes the learnable scale ``gamma`` and shift ``beta`` span

@@ -78,7 +78,7 @@ def test_the_check_can_fail(k2_runs):
     case = K2_CASES["NC unequal"]
     data = workers.case_data(case)
     x, gamma, beta = data["x"][0], data["gamma"], data["beta"]
-    local = [x[s] for s in workers._slices(case["batches"])]
+    local = [x[s] for s in workers.rank_slices(case["batches"])]
     wrong = [dict(r, steps=[dict(r["steps"][0], output=(xs - xs.mean(0)) / np.sqrt(xs.var(0) + 1e-5)
                                  * gamma + beta)] + r["steps"][1:]) for r, xs in zip(runs, local)]
     [comparison] = workers.check_equivalence(case, wrong)
@@ -205,7 +205,7 @@ def test_mxnet_sync_batch_norm_on_cpu_contexts():
     [comparison] = workers.check_equivalence(unequal, runs_unequal, reference="gluon")
     assert not comparison.ok
     d = workers.case_data(unequal)
-    x, slices = d["x"][0], workers._slices(unequal["batches"])
+    x, slices = d["x"][0], workers.rank_slices(unequal["batches"])
     e_x = np.mean([x[s].mean(0) for s in slices], axis=0)
     e_x2 = np.mean([(x[s] ** 2).mean(0) for s in slices], axis=0)
     model = (x - e_x) / np.sqrt(e_x2 - e_x ** 2 + 1e-5) * d["gamma"] + d["beta"]

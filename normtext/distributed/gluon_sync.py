@@ -23,6 +23,10 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
+import numpy as np
+
+from normtext.distributed.workers import case_data, rank_slices
+
 WORKER_THREADS_VAR = "MXNET_CPU_WORKER_NTHREADS"
 
 
@@ -42,11 +46,10 @@ def gluon_sync_bn_run(case: Dict[str, Any], seed: int = 0,
     with each head copied from NumPy just before its ``backward`` (the pattern
     that hangs with one CPU worker thread).
     """
-    import numpy as np
+    # MXNet is optional, and its engine reads MXNET_CPU_WORKER_NTHREADS when it is imported
     import mxnet as mx
     from mxnet import autograd
     from mxnet.gluon.contrib.nn import SyncBatchNorm
-    from normtext.distributed.workers import _slices, case_data
 
     k = len(case["batches"])
     data = case_data(case, seed)
@@ -57,7 +60,7 @@ def gluon_sync_bn_run(case: Dict[str, Any], seed: int = 0,
     layer.initialize(ctx=ctxs)
     layer.gamma.set_data(mx.nd.array(data["gamma"]))
     layer.beta.set_data(mx.nd.array(data["beta"]))
-    slices = _slices(case["batches"])
+    slices = rank_slices(case["batches"])
     per_ctx: List[Dict[str, Any]] = [{"steps": []} for _ in ctxs]
     for x, dy in zip(data["x"], data["dy"]):
         xs = [mx.nd.array(x[s], ctx=cx) for s, cx in zip(slices, ctxs)]

@@ -49,6 +49,10 @@ import traceback
 from datetime import timedelta
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
 __all__ = ["launch", "WorkerError", "LaunchTimeout", "LaunchError", "resolve"]
 
 HOST = "127.0.0.1"
@@ -106,8 +110,6 @@ def _describe_exit(exitcode: Optional[int]) -> str:
 def _worker(rank: int, world_size: int, port: int, backend: str, fn: Callable, args, kwargs,
             results, threads: Optional[int], timeout: float) -> None:
     """The body of one spawned process: rendezvous, run ``fn``, send back its result."""
-    import torch
-    import torch.distributed as dist
     os.environ.update({"MASTER_ADDR": HOST, "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank),
                        "LOCAL_WORLD_SIZE": str(world_size)})
@@ -153,8 +155,6 @@ def launch(fn: Callable, world_size: int = 2, args: Sequence[Any] = (),
         WorkerError: a worker raised (its traceback is in the message) or died.
         LaunchTimeout: not every worker returned within ``timeout``.
     """
-    import torch.distributed as dist
-    import torch.multiprocessing as mp
 
     _check_importable(fn)
     if world_size < 1:
@@ -257,8 +257,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     fn = resolve(opts.target)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         # started by torchrun: the process group is ours to create, from its environment
-        import torch
-        import torch.distributed as dist
         backend = opts.backend or ("nccl" if torch.cuda.is_available() else "gloo")
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))

@@ -90,7 +90,7 @@ def case_data(case: Dict[str, Any], seed: int = 0) -> Dict[str, Any]:
             "x_eval": f32(rng.normal(loc, scale, shape))}
 
 
-def _slices(batches: Sequence[int]) -> List[slice]:
+def rank_slices(batches: Sequence[int]) -> List[slice]:
     ends = np.cumsum([0, *batches])
     return [slice(int(a), int(b)) for a, b in zip(ends[:-1], ends[1:])]
 
@@ -123,7 +123,7 @@ def sync_bn_run(cases: Sequence[Dict[str, Any]], seed: int = 0, layer: str = "no
         if len(case["batches"]) != world:
             raise ValueError(f"case has {len(case['batches'])} batches for {world} processes")
         data = case_data(case, seed)
-        mine = _slices(case["batches"])[rank]
+        mine = rank_slices(case["batches"])[rank]
         group = None
         if "groups" in case:   # every rank creates every group, in the same order
             for ranks in _groups(case, world):
@@ -171,7 +171,7 @@ def check_equivalence(case: Dict[str, Any], per_rank: Sequence[Dict[str, Any]],
     from normtext.testing.compare import Comparison, ReferenceBatchNorm, TorchLayer, tolerance
 
     data = case_data(case, seed)
-    slices = _slices(case["batches"])
+    slices = rank_slices(case["batches"])
     comparisons = []
     for ranks in _groups(case, len(case["batches"])):
         idx = np.concatenate([np.arange(slices[r].start, slices[r].stop) for r in ranks])

@@ -12,13 +12,9 @@ except ImportError as e:  # pragma: no cover - depends on the platform
         f"the MXNet parts of normtext are unavailable here ({e})") from e
 
 from .batch_norm import BatchNorm
+from .group_norm import GroupNorm
+from .instance_norm import InstanceNorm
+from .layer_norm import LayerNorm
+from .lrn import lrn
 
-__all__ = ["BatchNorm"]
-
-from .layer_norm import LayerNorm  # noqa: E402
-__all__ += ["LayerNorm"]
-
-from .group_norm import GroupNorm  # noqa: E402  (issue 4)
-from .instance_norm import InstanceNorm  # noqa: E402
-from .lrn import lrn  # noqa: E402
-__all__ += ["InstanceNorm", "GroupNorm", "lrn"]
+__all__ = ["BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "lrn"]

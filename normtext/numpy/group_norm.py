@@ -3,7 +3,7 @@
 The channels of each sample are split into ``G`` groups of ``C/G``
 consecutive channels; the statistics of one group are taken over its channels
 and every spatial position, i.e. over axis 2 of the view ``x.reshape(N, G, -1)``
-(seed 003: "split C into s*g, put s with the spatial axes, g with the batch").
+(Li and Smola's CS 329P notes: "split C into s*g, put s with the spatial axes, g with the batch").
 
 ``gamma_per="channel"`` is PyTorch's and the paper's affine (one gamma and beta
 per channel); ``gamma_per="group"`` is MXNet Gluon 1.9.1's (one per group).

@@ -1,6 +1,6 @@
 """LayerNorm and RMSNorm in float64 NumPy, with backwards derived by hand.
 
-LayerNorm is BatchNorm's transpose (seed 003): the statistics are taken per
+LayerNorm is BatchNorm's transpose (Li and Smola's CS 329P notes): the statistics are taken per
 *sample* over the trailing ``normalized_shape`` axes, so nothing depends on the
 batch and nothing is stored for inference. RMSNorm drops the mean: it divides
 by the root mean square and has no shift.

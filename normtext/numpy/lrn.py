@@ -1,6 +1,7 @@
 r"""Local response normalization in float64 NumPy, in all three conventions, with a converter.
 
-AlexNet's LRN (Krizhevsky et al., 2012; seed 002) divides each activation by a
+AlexNet's LRN (Krizhevsky et al., 2012; the survey "The evolution of normalization: six key
+PyTorch normalization layers" reproduces it) divides each activation by a
 power of the summed squares of its neighbours across channels at the same
 position, a "lateral inhibition":
 

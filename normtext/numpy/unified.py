@@ -54,7 +54,7 @@ def to_matrix(x: np.ndarray, spec: NormSpec, *, k: int = 1,
     """Step 1, *reshape*: the input as a matrix whose columns are the normalized sets.
 
     For a grouped spec (GroupNorm) the input is first viewed as
-    ``(N, G, C/G * prod(spatial))``, seed 003's "split C into s*g".
+    ``(N, G, C/G * prod(spatial))``, the "split C into s*g" of Li and Smola's CS 329P notes.
     """
     x = np.asarray(x)
     shape = x.shape

@@ -2,7 +2,7 @@ r"""Batch whitening in float64 NumPy: the reference for :mod:`normtext.torch.mor
 
 BatchNorm standardizes every feature on its own: zero mean, unit variance,
 but the features stay correlated. Whitening changes the *normalize* step so
-that the output covariance is the identity (seed 003: "a PCA"). For ``m``
+that the output covariance is the identity (Li and Smola's CS 329P notes: "a PCA"). For ``m``
 samples of ``d`` features (the rows of ``x``, after the reshape step)
 
 .. math::

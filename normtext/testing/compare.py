@@ -371,7 +371,7 @@ class ReferenceLayerNorm:
 
 
 class ReferenceInstanceNorm:
-    """The float64 NumPy InstanceNorm with state, in PyTorch's convention (issue 4).
+    """The float64 NumPy InstanceNorm with state, in PyTorch's convention.
 
     ``affine`` and ``track_running_stats`` as in ``torch.nn.InstanceNorm2d``
     (both default False); Gluon's InstanceNorm is ``affine=True`` here (its
@@ -416,7 +416,7 @@ class ReferenceInstanceNorm:
 
 
 class ReferenceGroupNorm:
-    """The float64 NumPy GroupNorm (issue 4); ``gamma_per="group"`` for Gluon 1.9.1's convention.
+    """The float64 NumPy GroupNorm; ``gamma_per="group"`` for Gluon 1.9.1's convention.
 
     ``learn`` names the parameters whose gradients are compared (Gluon's
     ``scale=False`` keeps gamma fixed: pass ``learn=("beta",)``).
