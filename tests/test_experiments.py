@@ -1,0 +1,86 @@
+"""The experiments' shared helpers: the verdict rule, the small CNN, the notebook bookkeeping."""
+import math
+
+import numpy as np
+import pytest
+
+from normtext.experiments.verdict import paired_verdict, verdict_rows
+
+# --- the verdict rule ----------------------------------------------------------------------
+
+# a - b per seed: 1, 2, 3, 6. Mean 3; deviations -2, -1, 0, 3, so the sample variance is
+# 14 / 3 and s = 2.1602; t(0.975, 3 degrees of freedom) = 3.182446 from a t table.
+HAND_DIFFS = [1.0, 2.0, 3.0, 6.0]
+HAND_HALF = 3.182446 * math.sqrt(14 / 3) / 2
+
+
+def test_interval_matches_a_hand_computation():
+    v = paired_verdict(HAND_DIFFS, [0.0] * 4, quick=False)
+    assert v.n == 4 and v.mean == pytest.approx(3.0)
+    assert v.resolution == pytest.approx(HAND_HALF, rel=1e-6)
+    assert (v.low, v.high) == pytest.approx((3.0 - HAND_HALF, 3.0 + HAND_HALF), rel=1e-6)
+    # the interval [-0.44, 6.44] contains 0: the claim a > b is not settled
+    assert v.outcome == "inconclusive"
+
+
+@pytest.mark.parametrize("shift, kind, threshold, outcome", [
+    (+0.10, "greater", 0.0, "reproduced"),     # a clearly above b
+    (-0.10, "greater", 0.0, "contradicted"),   # a clearly below b
+    (+0.01, "greater", 0.0, "inconclusive"),   # within the noise
+    (+0.10, "greater", 0.5, "contradicted"),   # above b, but by far less than claimed
+    (-0.10, "less", 0.0, "reproduced"),
+    (+0.10, "less", 0.0, "contradicted"),
+    (+0.001, "equal", 0.05, "reproduced"),     # the interval lies inside +-0.05
+    (+0.50, "equal", 0.05, "contradicted"),
+    (+0.05, "equal", 0.05, "inconclusive"),    # the interval straddles the margin
+])
+def test_each_outcome(shift, kind, threshold, outcome):
+    b = np.array([0.80, 0.85, 0.90, 0.82, 0.88])
+    noise = np.array([0.01, -0.01, 0.02, -0.02, 0.0])   # mean 0, s = 0.0158
+    v = paired_verdict(b + shift + noise, b, kind=kind, threshold=threshold, quick=False)
+    assert v.outcome == outcome, str(v)
+
+
+def test_pairing_by_seed_matters():
+    # the arms differ by exactly +1 seed by seed, but the seeds themselves spread by 10
+    b = np.array([10.0, 20.0, 30.0, 40.0, 50.0])
+    a = b + 1.0 + np.array([0.1, -0.1, 0.0, 0.05, -0.05])
+    paired = paired_verdict(a, b, quick=False)
+    assert paired.outcome == "reproduced" and paired.resolution < 0.2
+    # the same numbers out of seed order: the differences now carry the seeds' spread
+    unpaired = paired_verdict(a, b[::-1], quick=False)
+    assert unpaired.outcome == "inconclusive" and unpaired.resolution > 10
+    # mappings are paired by seed, whatever their order
+    by_seed = paired_verdict(dict(enumerate(a)), dict(reversed(list(enumerate(b)))), quick=False)
+    assert by_seed == paired
+
+
+def test_refuses_what_it_cannot_judge():
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        paired_verdict([0.9], [0.8])
+    with pytest.raises(ValueError, match="different seeds"):
+        paired_verdict({0: 0.9, 1: 0.8}, {0: 0.7, 2: 0.8})
+    with pytest.raises(ValueError, match="same order"):
+        paired_verdict([0.9, 0.8, 0.7], [0.8, 0.7])
+    with pytest.raises(ValueError, match="positive threshold"):
+        paired_verdict([0.9, 0.8], [0.8, 0.7], kind="equal")
+    with pytest.raises(ValueError, match="kind"):
+        paired_verdict([0.9, 0.8], [0.8, 0.7], kind="better")
+
+
+def test_str_and_rows_carry_the_numbers_and_the_quick_label():
+    v = paired_verdict(HAND_DIFFS, [0.0] * 4, claim="A beats B", quick=True)
+    line = str(v)
+    assert "\n" not in line and line.startswith("inconclusive: A beats B")
+    assert "95% CI [-0.437, +6.44]" in line and "4 seeds" in line and "means nothing" in line
+    assert "means nothing" not in str(paired_verdict(HAND_DIFFS, [0.0] * 4, quick=False))
+    row, = verdict_rows([v])
+    assert row["verdict"].startswith("inconclusive") and "quick" in row["verdict"]
+    assert row["resolves"] == pytest.approx(HAND_HALF, rel=1e-6)
+
+
+def test_quick_label_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("NORMTEXT_QUICK", "1")
+    assert paired_verdict([1.0, 2.0], [0.0, 0.0]).quick
+    monkeypatch.setenv("NORMTEXT_QUICK", "0")
+    assert not paired_verdict([1.0, 2.0], [0.0, 0.0]).quick
