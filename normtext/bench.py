@@ -47,13 +47,10 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as _dt
 import json
 import math
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
@@ -62,6 +59,8 @@ import numpy as np
 import torch
 
 from normtext.testing import registry
+from normtext.testing.provenance import environment
+from normtext.testing.timing import best_of, calibrate, per_call, quartiles, sync_for
 
 IMPLS = ("built-in", "normtext eager", "normtext compiled")
 FLOOR = "compiled affine"  # the floor of the compiled path, timed beside IMPLS
@@ -69,58 +68,16 @@ PASSES = ("forward", "forward+backward")
 QUICK_NORMS = ("BatchNorm", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm")
 
 
-# --- timing ------------------------------------------------------------------------
-
-def _sync(device: str) -> Callable[[], None]:
-    if device.startswith("cuda"):
-        return torch.cuda.synchronize
-    return lambda: None
-
-
-def _time_once(fn: Callable, number: int, sync: Callable) -> float:
-    """Seconds per call of ``fn``, averaged over ``number`` calls between two syncs."""
-    sync()
-    start = time.perf_counter()
-    for _ in range(number):
-        fn()
-    sync()
-    return (time.perf_counter() - start) / number
-
-
-def _time_round(fn: Callable, number: int, sync: Callable, blocks: int = 3) -> float:
-    """One round: the fastest of ``blocks`` measurements of ``number`` calls each.
-
-    On a shared machine another process can take the core for a while; the
-    fastest block of a round is the one it disturbed least. The rounds'
-    median and quartiles then describe what remains.
-    """
-    return min(_time_once(fn, number, sync) for _ in range(blocks))
-
-
-def _calibrate(fn: Callable, sync: Callable, min_time: float) -> int:
-    """How many calls make one measurement last at least ``min_time`` seconds."""
-    fn(); fn()  # warm up: allocator, caches, lazy initialisation
-    t = _time_once(fn, 1, sync)
-    return max(1, math.ceil(min_time / max(t, 1e-7)))
-
-
-def _quartiles(values: Sequence[float]):
-    if len(values) == 1:
-        return values[0], values[0], values[0]
-    q = statistics.quantiles(values, n=4, method="inclusive")
-    return q[0], statistics.median(values), q[2]
-
-
 def copy_bandwidth(device: str = "cpu", nbytes: int = 256 * 2**20, repeats: int = 5,
                    min_time: float = 0.05) -> Dict[str, float]:
     """The device's copy bandwidth in bytes/s: ``y.copy_(x)`` reads and writes ``nbytes``."""
     x = torch.empty(nbytes // 4, dtype=torch.float32, device=device).uniform_()
     y = torch.empty_like(x)
-    sync = _sync(device)
+    sync = sync_for(device)
     fn = lambda: y.copy_(x)
-    number = _calibrate(fn, sync, min_time)
-    rates = [2 * x.numel() * 4 / _time_once(fn, number, sync) for _ in range(repeats)]
-    lo, med, hi = _quartiles(rates)
+    number = calibrate(fn, sync, min_time)
+    rates = [2 * x.numel() * 4 / per_call(fn, number, sync) for _ in range(repeats)]
+    lo, med, hi = quartiles(rates)
     return {"bytes_per_s": med, "q1": lo, "q3": hi, "buffer_bytes": x.numel() * 4}
 
 
@@ -213,7 +170,7 @@ def bench_case(case: registry.NormCase, shape, *, device: str = "cpu",
     fns: Dict[str, Callable] = {"built-in": impls["built-in"], "normtext eager": impls["normtext"]}
     compile_s = None
     x, w, b, dy = _inputs(case, shape, device, dtype)
-    sync = _sync(device)
+    sync = sync_for(device)
     if compile:
         torch._dynamo.reset()  # a fresh cache: this case's compile time is its own
         compiled = torch.compile(impls["normtext"])
@@ -238,20 +195,20 @@ def bench_case(case: registry.NormCase, shape, *, device: str = "cpu",
         calls = {name: _pass_fn(fn, x, w, b, dy, backward) for name, fn in fns.items()}
         if same_size_bw is None:
             calls["copy"] = copy_call
-        numbers = {name: _calibrate(call, sync, min_time / 3) for name, call in calls.items()}
+        numbers = {name: calibrate(call, sync, min_time / 3) for name, call in calls.items()}
         times: Dict[str, List[float]] = {name: [] for name in calls}
         names = list(calls)
         for r in range(repeats):
             for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order
-                times[name].append(_time_round(calls[name], numbers[name], sync))
+                times[name].append(best_of(calls[name], numbers[name], sync))
         if "copy" in times:
             same_size_bw = 2 * x.numel() * itemsize / statistics.median(times.pop("copy"))
             names.remove("copy")
         nbytes = traffic_bytes(case, shape, itemsize, backward)
         for name in names:
             ratios = [t / t0 for t, t0 in zip(times[name], times["built-in"])]
-            q1, med, q3 = _quartiles(times[name])
-            r1, rmed, r3 = _quartiles(ratios)
+            q1, med, q3 = quartiles(times[name])
+            r1, rmed, r3 = quartiles(ratios)
             row = {"norm": case.name, "shape": "x".join(map(str, shape)), "pass": pass_name,
                    "impl": name, "median_s": med, "q1_s": q1, "q3_s": q3,
                    "ratio": rmed, "ratio_q1": r1, "ratio_q3": r3, "bytes": nbytes,
@@ -330,16 +287,16 @@ def bench_mxnet_case(case: registry.NormCase, shape, *, repeats: int = 5,
     rows = []
     for backward, make_call in ((False, forward), (True, forward_backward)):
         calls = {name: make_call(b) for name, b in blocks.items()}
-        numbers = {name: _calibrate(c, sync, min_time / 3) for name, c in calls.items()}
+        numbers = {name: calibrate(c, sync, min_time / 3) for name, c in calls.items()}
         times: Dict[str, List[float]] = {name: [] for name in calls}
         names = list(calls)
         for r in range(repeats):
             for name in names[r % len(names):] + names[:r % len(names)]:
-                times[name].append(_time_round(calls[name], numbers[name], sync))
+                times[name].append(best_of(calls[name], numbers[name], sync))
         for name in names:
             ratios = [t / t0 for t, t0 in zip(times[name], times["Gluon built-in"])]
-            q1, med, q3 = _quartiles(times[name])
-            r1, rmed, r3 = _quartiles(ratios)
+            q1, med, q3 = quartiles(times[name])
+            r1, rmed, r3 = quartiles(ratios)
             rows.append({"norm": case.name, "shape": "x".join(map(str, shape)),
                          "pass": PASSES[backward], "impl": name, "median_s": med, "q1_s": q1,
                          "q3_s": q3, "ratio": rmed, "ratio_q1": r1, "ratio_q3": r3,
@@ -369,32 +326,6 @@ def format_mxnet_table(results: dict) -> str:
 
 
 # --- the whole run -----------------------------------------------------------------
-
-def environment(device: str) -> dict:
-    """Provenance of a run: machine, versions, date."""
-    env = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-           "torch": torch.__version__, "python": platform.python_version(),
-           "device": device, "host": platform.node(), "platform": platform.platform(),
-           "cpu": platform.processor() or platform.machine(),
-           "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
-    if device.startswith("cuda"):
-        props = torch.cuda.get_device_properties(torch.device(device))
-        env.update({"gpu": torch.cuda.get_device_name(torch.device(device)),
-                    "gpu_memory_bytes": props.total_memory,
-                    "compute_capability": f"{props.major}.{props.minor}",
-                    "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-                    "driver": _nvidia_driver()})
-    return env
-
-
-def _nvidia_driver() -> Optional[str]:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
-        return out.stdout.strip().splitlines()[0] if out.returncode == 0 else None
-    except (OSError, IndexError, subprocess.SubprocessError):
-        return None
-
 
 def run(*, quick: bool = False, device: str = "cpu", dtype: str = "float32",
         norms: Optional[Sequence[str]] = None, shapes: Optional[Dict[str, Sequence]] = None,

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from normtext.experiments.verdict import paired_verdict, verdict_rows
+from normtext.testing.provenance import environment, environment_line
+from normtext.testing.timing import best_of, calibrate, measure, per_call, quartiles, repeat
 
 # --- the verdict rule ----------------------------------------------------------------------
 
@@ -84,3 +86,44 @@ def test_quick_label_follows_the_environment(monkeypatch):
     assert paired_verdict([1.0, 2.0], [0.0, 0.0]).quick
     monkeypatch.setenv("NORMTEXT_QUICK", "0")
     assert not paired_verdict([1.0, 2.0], [0.0, 0.0]).quick
+
+
+# --- timing and provenance (shared by the benchmark, the chapters and the workers) ----------
+
+def test_timing_calls_the_function_as_often_as_it_says():
+    calls = []
+    fn = lambda: calls.append(1)
+    assert per_call(fn, 7) >= 0 and len(calls) == 7
+    calls.clear()
+    best_of(fn, 4, blocks=3)
+    assert len(calls) == 12
+    calls.clear()
+    barriers = []
+    times = repeat(fn, 5, warmup=2, before_each=lambda: barriers.append(len(calls)))
+    assert len(times) == 5 and len(calls) == 7
+    assert barriers == [2, 3, 4, 5, 6]          # before every timed call, none before the warm-up
+    calls.clear()
+    number = calibrate(fn, min_time=0.0)
+    assert number == 1 and len(calls) == 3      # two warm-up calls and one timed
+
+
+def test_quartiles_are_sorted_and_exact_on_a_known_series():
+    assert quartiles([5.0, 1.0, 3.0, 2.0, 4.0]) == (2.0, 3.0, 4.0)
+    assert quartiles([0.5]) == (0.5, 0.5, 0.5)
+    q1, med, q3 = measure(lambda: sum(range(100)), repeats=4, min_time=1e-4)
+    assert 0 < q1 <= med <= q3
+    with pytest.raises(ValueError):
+        quartiles([])
+
+
+def test_environment_dict_and_its_line():
+    env = environment("cpu")
+    for key in ("date", "normtext", "python", "numpy", "torch", "mxnet", "device", "cpu",
+                "torch_threads"):
+        assert key in env
+    line = environment_line(env)
+    assert "\n" not in line and line.startswith(f"normtext {env['normtext']} |")
+    assert f"torch {env['torch']}" in line and "| device: CPU (" in line
+    assert ("mxnet " + str(env["mxnet"])) in line if env["mxnet"] else "not installed" in line
+    missing = environment_line(dict(env, mxnet=None))
+    assert "mxnet not installed" in missing and "skipped" in missing
