@@ -14,10 +14,22 @@ says so in the message:
 """
 from __future__ import annotations
 
-from math import prod
+from math import isfinite, prod
 from typing import Optional, Sequence
 
 Shape = Sequence[int]
+
+
+# --- Common checks --------------------------------------------------------------------
+
+def _torch_size(shape: Shape) -> str:
+    """A shape as Python prints a ``torch.Size``."""
+    return "torch.Size([" + ", ".join(str(int(n)) for n in shape) + "])"
+
+
+def _int_list(shape: Shape) -> str:
+    """A shape as PyTorch's C++ messages print it: ``[2, 3]``."""
+    return "[" + ", ".join(str(int(n)) for n in shape) + "]"
 
 
 def check_floating(dtype_is_floating: bool, dtype_name: str, op: str) -> None:
@@ -31,14 +43,6 @@ def check_ndim(ndim: int, allowed: Sequence[int]) -> None:
     if ndim not in allowed:
         expected = " or ".join(f"{d}D" for d in allowed)
         raise ValueError(f"expected {expected} input (got {ndim}D input)")
-
-
-def check_more_than_one_value_per_channel(shape: Shape) -> None:
-    """Batch statistics of a single value are meaningless (the variance is 0)."""
-    if len(shape) >= 2 and shape[0] * prod(shape[2:]) == 1:
-        raise ValueError(
-            "Expected more than 1 value per channel when training, "
-            f"got input size {shape}")  # torch.Size prints as PyTorch does
 
 
 def check_eps(eps: float, training: bool, op: str = "batch_norm") -> None:
@@ -60,6 +64,16 @@ def check_per_channel(name: str, shape: Optional[Shape], channels: int) -> None:
     """A per-channel tensor (weight, bias, running_mean, running_var) of the wrong size."""
     if shape is not None and prod(shape) != channels:
         raise RuntimeError(f"{name} should contain {channels} elements not {prod(shape)}")
+
+
+# --- BatchNorm (torch.nn.functional.batch_norm, BatchNorm1d/2d/3d) --------------------
+
+def check_more_than_one_value_per_channel(shape: Shape) -> None:
+    """Batch statistics of a single value are meaningless (the variance is 0)."""
+    if len(shape) >= 2 and shape[0] * prod(shape[2:]) == 1:
+        raise ValueError(
+            "Expected more than 1 value per channel when training, "
+            f"got input size {shape}")  # torch.Size prints as PyTorch does
 
 
 def check_batch_norm(shape: Shape, *, training: bool, eps: float, momentum: Optional[float],
@@ -90,11 +104,7 @@ def check_batch_norm(shape: Shape, *, training: bool, eps: float, momentum: Opti
             raise RuntimeError("running_var must be defined in evaluation mode")
 
 
-# --- LayerNorm and RMSNorm (torch.nn.functional.layer_norm / rms_norm) -------------
-
-def _fmt(shape: Shape) -> str:
-    return "[" + ", ".join(str(int(n)) for n in shape) + "]"
-
+# --- LayerNorm and RMSNorm (torch.nn.functional.layer_norm / rms_norm) ----------------
 
 def check_normalized_shape_type(normalized_shape, op: str = "layer_norm") -> tuple:
     """``normalized_shape`` must be a sequence of ints (the functional form; modules accept an int).
@@ -132,7 +142,7 @@ def check_layer_norm(shape: Shape, normalized_shape: Shape, *,
         if s is not None and tuple(s) != ns:
             raise RuntimeError(
                 f"Expected {name} to be of same shape as normalized_shape, but got {name} of "
-                f"shape {_fmt(s)} and normalized_shape = {_fmt(ns)}")
+                f"shape {_int_list(s)} and normalized_shape = {_int_list(ns)}")
     if op == "rms_norm" and len(ns) > len(shape):
         raise ValueError(f"Input tensor must have at least {len(ns)} dimensions, "
                          f"but got {len(shape)}")
@@ -140,8 +150,8 @@ def check_layer_norm(shape: Shape, normalized_shape: Shape, *,
         # PyTorch words the two messages slightly differently: "[*, 4]" and "[*4]"
         sep = ", " if op == "layer_norm" else ""
         raise RuntimeError(
-            f"Given normalized_shape={_fmt(ns)}, expected input with shape "
-            f"[*{sep}{', '.join(str(n) for n in ns)}], but got input of size{_fmt(shape)}")
+            f"Given normalized_shape={_int_list(ns)}, expected input with shape "
+            f"[*{sep}{', '.join(str(n) for n in ns)}], but got input of size{_int_list(shape)}")
 
 
 def check_layer_norm_dtypes(input_dtype: str, weight_dtype: Optional[str],
@@ -161,7 +171,120 @@ def check_layer_norm_dtypes(input_dtype: str, weight_dtype: Optional[str],
         f"(got {', '.join(params)})")
 
 
-# --- SyncBatchNorm (normtext.torch.sync) -------------------------------------------
+# --- InstanceNorm (torch.nn.functional.instance_norm, InstanceNorm1d/2d/3d) -----------
+
+def check_instance_norm(shape: Shape, *, use_input_stats: bool,
+                        running_mean: Optional[Shape] = None, running_var: Optional[Shape] = None,
+                        weight: Optional[Shape] = None, bias: Optional[Shape] = None,
+                        dtype_is_floating: bool = True, dtype_name: str = "") -> None:
+    """Every check of ``torch.nn.functional.instance_norm``, in PyTorch's order.
+
+    PyTorch runs InstanceNorm as BatchNorm on the view ``(1, N*C, *)`` with the
+    per-channel tensors repeated ``N`` times, so its size messages count
+    ``N*C`` elements: "weight should contain 12 elements not 10" for N=2, C=6
+    and a weight of 5.
+    """
+    if use_input_stats and prod(shape[2:]) == 1:
+        raise ValueError("Expected more than 1 spatial element when training, "
+                         f"got input size {_torch_size(shape)}")
+    if not use_input_stats and (running_mean is None or running_var is None):
+        raise RuntimeError("Expected running_mean and running_var to be defined "
+                           "when use_input_stats is false")
+    n, c = shape[0], shape[1]
+    for name, s in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        if s is not None and prod(s) != c:
+            raise RuntimeError(f"{name} should contain {n * c} elements not {n * prod(s)}")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must either both be None or neither be None")
+    check_floating(dtype_is_floating, dtype_name, "batch_norm")
+
+
+def check_num_features(input_channels: int, num_features: int, feature_dim: int,
+                       affine: bool) -> bool:
+    """InstanceNorm modules: a channel count other than ``num_features``.
+
+    With ``affine`` PyTorch raises ``ValueError``; without, it only warns
+    (``num_features`` is unused). Returns whether to warn.
+    """
+    if input_channels == num_features:
+        return False
+    if affine:
+        raise ValueError(f"expected input's size at dim={feature_dim} to match num_features"
+                         f" ({num_features}), but got: {input_channels}.")
+    return True
+
+
+# --- GroupNorm ------------------------------------------------------------------------
+
+def check_group_norm(shape: Shape, num_groups: int, *, weight: Optional[Shape] = None,
+                     bias: Optional[Shape] = None, dtype_is_floating: bool = True,
+                     dtype_name: str = "") -> None:
+    """Every check of ``torch.nn.functional.group_norm``, in PyTorch's order.
+
+    ``num_groups=0`` raises Python's ``ZeroDivisionError``, as PyTorch does.
+    PyTorch's message for a wrong ``bias`` prints the *weight's* shape (``[0]``
+    without a weight); normtext reproduces it.
+    """
+    if len(shape) < 2:
+        raise RuntimeError(
+            f"Expected at least 2 dimensions for input tensor but received {len(shape)}")
+    # PyTorch's _verify_batch_size on [N*C//G, G, *spatial]
+    size = [shape[0] * shape[1] // num_groups, num_groups] + list(shape[2:])
+    if prod(size[:1] + size[2:]) == 1:
+        raise ValueError("Expected more than 1 value per channel when training, "
+                         f"got input size {size}")
+    if num_groups <= 0:
+        raise RuntimeError(f"Expected num groups to be greater than 0, got {num_groups}")
+    if shape[1] % num_groups != 0:
+        raise RuntimeError(
+            "Expected number of channels in input to be divisible by num_groups, but got "
+            f"input of shape {_int_list(shape)} and num_groups={num_groups}")
+    for name, s in (("weight", weight), ("bias", bias)):
+        if s is not None and (len(s) != 1 or s[0] != shape[1]):
+            shown = s if name == "weight" else (weight if weight is not None else (0,))
+            raise RuntimeError(
+                f"Expected {name} to be a vector of size equal to the number of channels in "
+                f"input, but got {name} of shape {_int_list(shown)} and input of shape "
+                f"{_int_list(shape)}")
+    check_floating(dtype_is_floating, dtype_name, "GroupNormKernelImpl")
+
+
+def check_groups_divide_channels(num_channels: int, num_groups: int) -> None:
+    """The constructor check of ``torch.nn.GroupNorm`` (``num_groups=0``: ZeroDivisionError)."""
+    if num_channels % num_groups != 0:
+        raise ValueError(
+            f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
+
+
+# --- LocalResponseNorm ----------------------------------------------------------------
+
+def check_local_response_norm(ndim: int, size: int, empty: bool = False) -> None:
+    """The checks of ``torch.nn.functional.local_response_norm`` (an empty input skips the size check).
+
+    The odd spacing in the first message is PyTorch's (a line continuation inside
+    its f-string).
+    """
+    if ndim < 3:
+        raise ValueError("Expected 3D or higher dimensionality                          "
+                         f"input (got {ndim} dimensions)")
+    if empty:
+        return
+    if isinstance(size, bool) or not isinstance(size, int):
+        pos = 3 if ndim == 3 else 5
+        raise TypeError(f"pad(): argument 'pad' failed to unpack the object at pos {pos} with "
+                        f"error \"type must be tuple of ints,but got {type(size).__name__}\"")
+    if size <= -2:  # PyTorch's padding step has already gone negative
+        raise RuntimeError("pad should be at most half of effective kernel size, but got pad=0, "
+                           f"kernel_size={size} and dilation=1")
+    if size <= 0:
+        if ndim == 3:  # PyTorch pools with avg_pool2d on 3D input, avg_pool3d otherwise
+            raise RuntimeError(f"kernel size should be greater than zero, but got kH: {size} kW: 1")
+        raise RuntimeError(
+            f"kernel size should be greater than zero, but got kT: {size} kH: 1 kW: 1")
+
+
+# --- SyncBatchNorm (normtext.torch.sync) ----------------------------------------------
 
 def check_sync_batch_norm_input(ndim: int, shape: Shape) -> None:
     """The input checks of ``torch.nn.SyncBatchNorm.forward``: at least 2D, channels > 0."""
@@ -172,8 +295,8 @@ def check_sync_batch_norm_input(ndim: int, shape: Shape) -> None:
 
 
 # --- more normalizations (CrossNorm, whitening, conditional norms, weights, gradients) ---
-# Added for book/more-norms. Where PyTorch has the same check the type and message are
-# PyTorch's; the others are stricter than anything built in and say why.
+# Where PyTorch has the same check the type and message are PyTorch's; the others are
+# stricter than anything built in and say why.
 
 def check_spatial_statistics(shape: Shape, op: str) -> None:
     """Per-instance channel statistics (InstanceNorm, CrossNorm, AdaIN) need spatial axes."""
@@ -256,126 +379,8 @@ def check_max_norm(max_norm: float) -> None:
 
 def check_finite_norm(total_norm: float, norm_type: float) -> None:
     """torch.nn.utils.clip_grad_norm_(..., error_if_nonfinite=True)'s check."""
-    from math import isfinite
     if not isfinite(total_norm):
         raise RuntimeError(
             f"The total norm of order {float(norm_type)} for gradients from `parameters` is "
             "non-finite, so it cannot be clipped. To disable this error and scale the "
             "gradients by the non-finite norm anyway, set `error_if_nonfinite=False`")
-
-
-# --- InstanceNorm, GroupNorm, LocalResponseNorm ---------------------------------------
-
-def _torch_size(shape: Shape) -> str:
-    return "torch.Size([" + ", ".join(str(int(n)) for n in shape) + "])"
-
-
-def _int_list(shape: Shape) -> str:
-    return "[" + ", ".join(str(int(n)) for n in shape) + "]"
-
-
-def check_instance_norm(shape: Shape, *, use_input_stats: bool,
-                        running_mean: Optional[Shape] = None, running_var: Optional[Shape] = None,
-                        weight: Optional[Shape] = None, bias: Optional[Shape] = None,
-                        dtype_is_floating: bool = True, dtype_name: str = "") -> None:
-    """Every check of ``torch.nn.functional.instance_norm``, in PyTorch's order.
-
-    PyTorch runs InstanceNorm as BatchNorm on the view ``(1, N*C, *)`` with the
-    per-channel tensors repeated ``N`` times, so its size messages count
-    ``N*C`` elements: "weight should contain 12 elements not 10" for N=2, C=6
-    and a weight of 5.
-    """
-    if use_input_stats and prod(shape[2:]) == 1:
-        raise ValueError("Expected more than 1 spatial element when training, "
-                         f"got input size {_torch_size(shape)}")
-    if not use_input_stats and (running_mean is None or running_var is None):
-        raise RuntimeError("Expected running_mean and running_var to be defined "
-                           "when use_input_stats is false")
-    n, c = shape[0], shape[1]
-    for name, s in (("running_mean", running_mean), ("running_var", running_var),
-                    ("weight", weight), ("bias", bias)):
-        if s is not None and prod(s) != c:
-            raise RuntimeError(f"{name} should contain {n * c} elements not {n * prod(s)}")
-    if (running_mean is None) != (running_var is None):
-        raise ValueError("running_mean and running_var must either both be None or neither be None")
-    check_floating(dtype_is_floating, dtype_name, "batch_norm")
-
-
-def check_group_norm(shape: Shape, num_groups: int, *, weight: Optional[Shape] = None,
-                     bias: Optional[Shape] = None, dtype_is_floating: bool = True,
-                     dtype_name: str = "") -> None:
-    """Every check of ``torch.nn.functional.group_norm``, in PyTorch's order.
-
-    ``num_groups=0`` raises Python's ``ZeroDivisionError``, as PyTorch does.
-    PyTorch's message for a wrong ``bias`` prints the *weight's* shape (``[0]``
-    without a weight); normtext reproduces it.
-    """
-    if len(shape) < 2:
-        raise RuntimeError(
-            f"Expected at least 2 dimensions for input tensor but received {len(shape)}")
-    # PyTorch's _verify_batch_size on [N*C//G, G, *spatial]
-    size = [shape[0] * shape[1] // num_groups, num_groups] + list(shape[2:])
-    if prod(size[:1] + size[2:]) == 1:
-        raise ValueError("Expected more than 1 value per channel when training, "
-                         f"got input size {size}")
-    if num_groups <= 0:
-        raise RuntimeError(f"Expected num groups to be greater than 0, got {num_groups}")
-    if shape[1] % num_groups != 0:
-        raise RuntimeError(
-            "Expected number of channels in input to be divisible by num_groups, but got "
-            f"input of shape {_int_list(shape)} and num_groups={num_groups}")
-    for name, s in (("weight", weight), ("bias", bias)):
-        if s is not None and (len(s) != 1 or s[0] != shape[1]):
-            shown = s if name == "weight" else (weight if weight is not None else (0,))
-            raise RuntimeError(
-                f"Expected {name} to be a vector of size equal to the number of channels in "
-                f"input, but got {name} of shape {_int_list(shown)} and input of shape "
-                f"{_int_list(shape)}")
-    check_floating(dtype_is_floating, dtype_name, "GroupNormKernelImpl")
-
-
-def check_groups_divide_channels(num_channels: int, num_groups: int) -> None:
-    """The constructor check of ``torch.nn.GroupNorm`` (``num_groups=0``: ZeroDivisionError)."""
-    if num_channels % num_groups != 0:
-        raise ValueError(
-            f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
-
-
-def check_num_features(input_channels: int, num_features: int, feature_dim: int,
-                       affine: bool) -> bool:
-    """InstanceNorm modules: a channel count other than ``num_features``.
-
-    With ``affine`` PyTorch raises ``ValueError``; without, it only warns
-    (``num_features`` is unused). Returns whether to warn.
-    """
-    if input_channels == num_features:
-        return False
-    if affine:
-        raise ValueError(f"expected input's size at dim={feature_dim} to match num_features"
-                         f" ({num_features}), but got: {input_channels}.")
-    return True
-
-
-def check_local_response_norm(ndim: int, size: int, empty: bool = False) -> None:
-    """The checks of ``torch.nn.functional.local_response_norm`` (an empty input skips the size check).
-
-    The odd spacing in the first message is PyTorch's (a line continuation inside
-    its f-string).
-    """
-    if ndim < 3:
-        raise ValueError("Expected 3D or higher dimensionality                          "
-                         f"input (got {ndim} dimensions)")
-    if empty:
-        return
-    if isinstance(size, bool) or not isinstance(size, int):
-        pos = 3 if ndim == 3 else 5
-        raise TypeError(f"pad(): argument 'pad' failed to unpack the object at pos {pos} with "
-                        f"error \"type must be tuple of ints,but got {type(size).__name__}\"")
-    if size <= -2:  # PyTorch's padding step has already gone negative
-        raise RuntimeError("pad should be at most half of effective kernel size, but got pad=0, "
-                           f"kernel_size={size} and dilation=1")
-    if size <= 0:
-        if ndim == 3:  # PyTorch pools with avg_pool2d on 3D input, avg_pool3d otherwise
-            raise RuntimeError(f"kernel size should be greater than zero, but got kH: {size} kW: 1")
-        raise RuntimeError(
-            f"kernel size should be greater than zero, but got kT: {size} kH: 1 kW: 1")

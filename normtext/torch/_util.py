@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import errors
+
 # Half-precision inputs are normalized in float32 and cast back, as PyTorch's
 # own kernels accumulate (a float16 sum of thousands of terms loses digits).
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -17,7 +19,6 @@ def shape_of(t):
 
 
 def check_floating(input: torch.Tensor, op: str) -> None:
-    from .. import errors
     errors.check_floating(input.is_floating_point(), _dtype_name(input.dtype), op)
 
 

@@ -19,6 +19,8 @@ from ..spec import BATCH_NORM
 from ..moments import centered_moments
 from ._util import shape_of
 
+__all__ = ["NormalizeFunction", "batch_norm_train"]
+
 
 class NormalizeFunction(torch.autograd.Function):
     r"""``y = gamma * (x - mean) / sqrt(var + eps) + beta`` with statistics over ``axes``.

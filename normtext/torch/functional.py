@@ -7,17 +7,19 @@ input with :mod:`normtext.errors` before any arithmetic, and can replace its
 """
 from __future__ import annotations
 
+from math import prod
 from typing import Optional
 
 import torch
 from torch import Tensor
 
 from .. import errors
-from ..spec import BATCH_NORM
 from ..moments import centered_moments
-from ._util import check_floating, compute_dtype, shape_of
+from ..spec import BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM, RMS_NORM
+from ._util import _dtype_name, check_floating, compute_dtype, shape_of
 
-__all__ = ["batch_norm"]
+__all__ = ["batch_norm", "layer_norm", "rms_norm", "instance_norm", "group_norm",
+           "local_response_norm"]
 
 
 def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optional[Tensor],
@@ -65,8 +67,8 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
     if training:
         # mu_B = 1/m sum x;  sigma_B^2 = 1/m sum (x - mu_B)^2   (two passes: stable)
         mean, centered, var = centered_moments(x, axes)
-        _update_running_stats(running_mean, running_var, mean, var,
-                              BATCH_NORM.reduction_size(input.shape), momentum)
+        update_running_stats(running_mean, running_var, mean, var,
+                             BATCH_NORM.reduction_size(input.shape), momentum)
     else:
         centered = x - running_mean.to(x.dtype).reshape(view)
         var = running_var.to(x.dtype).reshape(view)
@@ -81,24 +83,33 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
     return y.to(input.dtype)
 
 
-def _update_running_stats(running_mean, running_var, mean, var, m, momentum):
-    """running = (1 - momentum) running + momentum batch, in place and outside autograd."""
+def update_running_stats(running_mean: Optional[Tensor], running_var: Optional[Tensor],
+                         mean: Tensor, var: Tensor, count: int, momentum: float) -> None:
+    r"""The running estimates' update, in place and outside autograd.
+
+    .. math::
+        \hat\mu \leftarrow (1 - m)\,\hat\mu + m\,\mu_B,\qquad
+        \hat\sigma^2 \leftarrow (1 - m)\,\hat\sigma^2 + m\,\frac{n}{n-1}\sigma_B^2
+
+    with ``m = momentum`` and ``n = count`` values behind each batch statistic
+    (Bessel's correction: the running variance estimates the population's).
+    ``mean`` and ``var`` hold one value per channel. An empty batch
+    (``count == 0``) has no statistics and leaves the estimates as they are, as
+    PyTorch's BatchNorm does. BatchNorm, InstanceNorm and SyncBatchNorm all
+    update through this function.
+    """
+    if count == 0:
+        return
     with torch.no_grad():
         if running_mean is not None:
             running_mean.mul_(1 - momentum).add_(
                 mean.reshape(-1).to(running_mean.dtype), alpha=momentum)
         if running_var is not None:
-            # Bessel's correction: the running estimate is of the population variance
-            unbiased = var.reshape(-1) * (m / max(m - 1, 1))
+            unbiased = var.reshape(-1) * (count / max(count - 1, 1))
             running_var.mul_(1 - momentum).add_(unbiased.to(running_var.dtype), alpha=momentum)
 
 
 # --- LayerNorm and RMSNorm ----------------------------------------------------------
-
-from ..spec import LAYER_NORM, RMS_NORM  # noqa: E402
-
-__all__ += ["layer_norm", "rms_norm"]
-
 
 def _dtype_str(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
@@ -185,12 +196,7 @@ def rms_norm(input: Tensor, normalized_shape: list[int], weight: Optional[Tensor
     return y.to(input.dtype)
 
 
-# --- InstanceNorm, GroupNorm, LocalResponseNorm (issue 4) ---------------------------------
-
-from ..spec import GROUP_NORM, INSTANCE_NORM  # noqa: E402
-from ._util import _dtype_name  # noqa: E402
-
-__all__ += ["instance_norm", "group_norm", "local_response_norm"]
+# --- InstanceNorm, GroupNorm, LocalResponseNorm ------------------------------------------
 
 
 def instance_norm(input: Tensor, running_mean: Optional[Tensor] = None,
@@ -235,16 +241,12 @@ def instance_norm(input: Tensor, running_mean: Optional[Tensor] = None,
         # mu_nc = mean_s x_ncs;  sigma_nc^2 = mean_s (x_ncs - mu_nc)^2
         mean, centered, var = centered_moments(x, axes)
         if running_mean is not None:
-            m = INSTANCE_NORM.reduction_size(input.shape)
+            # the running estimates average the instances' statistics over the batch;
+            # a batch without instances has none (count 0 leaves the estimates alone)
             n, c = input.shape[0], input.shape[1]
-            with torch.no_grad():
-                # the running estimates average the instances of the batch
-                batch_mean = mean.reshape(n, c).mean(0)
-                batch_var = (var.reshape(n, c) * (m / max(m - 1, 1))).mean(0)
-                running_mean.mul_(1 - momentum).add_(batch_mean.to(running_mean.dtype),
-                                                     alpha=momentum)
-                running_var.mul_(1 - momentum).add_(batch_var.to(running_var.dtype),
-                                                    alpha=momentum)
+            m = INSTANCE_NORM.reduction_size(input.shape) if n > 0 else 0
+            update_running_stats(running_mean, running_var, mean.reshape(n, c).mean(0),
+                                 var.reshape(n, c).mean(0), m, momentum)
     else:
         centered = x - running_mean.to(x.dtype).reshape(view)
         var = running_var.to(x.dtype).reshape(view)
@@ -282,12 +284,10 @@ def group_norm(input: Tensor, num_groups: int, weight: Optional[Tensor] = None,
     errors.check_group_norm(tuple(input.shape), num_groups,
                             weight=shape_of(weight), bias=shape_of(bias))
     check_floating(input, "GroupNormKernelImpl")
-    if input.numel() == 0:
-        return input.clone()
     x = input.to(compute_dtype(input.dtype))
     n = input.shape[0]
-    # reshape: (N, C, *) -> (N, G, C/G * prod(spatial))
-    xg = x.reshape(n, num_groups, -1)
+    # reshape: (N, C, *) -> (N, G, C/G * prod(spatial)), sized explicitly for empty inputs
+    xg = x.reshape(n, num_groups, prod(input.shape[1:]) // num_groups)
     axes = GROUP_NORM.reduce_axes(xg.ndim, 1)
     _, centered, var = centered_moments(xg, axes)
     # normalize, then reshape back

@@ -17,6 +17,8 @@ from ..spec import LAYER_NORM, RMS_NORM
 from ._util import shape_of
 from .autograd import NormalizeFunction
 
+__all__ = ["layer_norm_hand", "RMSNormFunction", "rms_norm_hand"]
+
 
 def layer_norm_hand(input: Tensor, normalized_shape: Sequence[int],
                     weight: Optional[Tensor] = None, bias: Optional[Tensor] = None,

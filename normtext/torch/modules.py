@@ -6,6 +6,8 @@ replacement: ``load_state_dict`` works in both directions.
 """
 from __future__ import annotations
 
+import numbers
+import warnings
 from typing import Optional
 
 import torch
@@ -14,11 +16,22 @@ from torch import Tensor, nn
 from .. import errors
 from . import functional as F
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "RMSNorm",
+           "InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "GroupNorm",
+           "LocalResponseNorm"]
 
 
-class _BatchNorm(nn.Module):
-    """What BatchNorm1d/2d/3d share; they differ only in the input ranks they accept."""
+# --- the common base of BatchNorm and InstanceNorm ------------------------------------
+
+class _NormBase(nn.Module):
+    """Per-channel gamma and beta and the running estimates, as ``torch.nn``'s ``_NormBase``.
+
+    BatchNorm, SyncBatchNorm and InstanceNorm share these parameters and
+    buffers (names, initialization, ``state_dict`` keys) and the momentum rule
+    of :meth:`_running_stats_factor`; they differ in which axes the statistics
+    are taken over and in their defaults. The subclasses say which input ranks
+    they accept in ``_accepted_ndim``.
+    """
 
     _accepted_ndim: tuple = ()
     _version = 2  # state_dicts with num_batches_tracked, as torch.nn's version 2
@@ -64,21 +77,25 @@ class _BatchNorm(nn.Module):
     def _check_input_dim(self, input: Tensor) -> None:
         errors.check_ndim(input.dim(), self._accepted_ndim)
 
-    def forward(self, input: Tensor) -> Tensor:
-        self._check_input_dim(input)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
+    def _running_stats_factor(self, counted: bool) -> float:
+        """The weight of this batch in the running estimates: the momentum rule.
+
+        ``momentum``, or with ``momentum=None`` the cumulative average: the
+        ``t``-th batch counted in ``num_batches_tracked`` weighs ``1/t``.
+        ``counted``: this batch is to be counted (BatchNorm in training;
+        InstanceNorm never counts, so its ``None`` means 0 and the estimates
+        stay as they are, as in PyTorch). The count itself goes up in
+        :meth:`_count_batch`, after the batch was accepted.
+        """
+        if self.momentum is not None:
+            return self.momentum
+        if counted and self.num_batches_tracked is not None:
+            return 1.0 / (float(self.num_batches_tracked) + 1.0)   # 1/t
+        return 0.0
+
+    def _count_batch(self) -> None:
+        if self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                # momentum=None: the cumulative average, each batch weighted 1/t
-                factor = 1.0 / float(self.num_batches_tracked)
-        # batch statistics in training, and in eval when nothing was tracked
-        use_batch_stats = self.training or self.running_mean is None
-        track = not self.training or self.track_running_stats
-        return F.batch_norm(input,
-                            self.running_mean if track else None,
-                            self.running_var if track else None,
-                            self.weight, self.bias, use_batch_stats, factor, self.eps)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict,
                               missing_keys, unexpected_keys, error_msgs):
@@ -95,6 +112,27 @@ class _BatchNorm(nn.Module):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
                 f"affine={self.affine}, bias={self.bias is not None}, "
                 f"track_running_stats={self.track_running_stats}")
+
+
+# --- BatchNorm1d/2d/3d ------------------------------------------------------------------
+
+class _BatchNorm(_NormBase):
+    """What BatchNorm1d/2d/3d (and SyncBatchNorm) share; they differ only in the input ranks."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        counted = self.training and self.track_running_stats
+        # batch statistics in training, and in eval when nothing was tracked
+        use_batch_stats = self.training or self.running_mean is None
+        track = not self.training or self.track_running_stats
+        output = F.batch_norm(input,
+                              self.running_mean if track else None,
+                              self.running_var if track else None,
+                              self.weight, self.bias, use_batch_stats,
+                              self._running_stats_factor(counted), self.eps)
+        if counted:  # only once the input was accepted: a refused call changes nothing
+            self._count_batch()
+        return output
 
 
 class BatchNorm1d(_BatchNorm):
@@ -164,11 +202,6 @@ class BatchNorm3d(_BatchNorm):
 
 
 # --- LayerNorm and RMSNorm ----------------------------------------------------------
-
-import numbers  # noqa: E402
-
-__all__ += ["LayerNorm", "RMSNorm"]
-
 
 class LayerNorm(nn.Module):
     r"""Layer normalization over the trailing ``normalized_shape`` axes, as :class:`torch.nn.LayerNorm`.
@@ -280,15 +313,9 @@ class RMSNorm(nn.Module):
                 f"elementwise_affine={self.elementwise_affine}")
 
 
-# --- InstanceNorm1d/2d/3d, GroupNorm, LocalResponseNorm (issue 4) ---------------------------
+# --- InstanceNorm1d/2d/3d ------------------------------------------------------------
 
-import warnings  # noqa: E402
-
-__all__ += ["InstanceNorm1d", "InstanceNorm2d", "InstanceNorm3d", "GroupNorm",
-            "LocalResponseNorm"]
-
-
-class _InstanceNorm(_BatchNorm):
+class _InstanceNorm(_NormBase):
     """What InstanceNorm1d/2d/3d share: BatchNorm's parameters and buffers, other defaults.
 
     As in ``torch.nn``: ``affine=False`` and ``track_running_stats=False`` by
@@ -308,7 +335,7 @@ class _InstanceNorm(_BatchNorm):
     def _apply_instance_norm(self, input: Tensor) -> Tensor:
         return F.instance_norm(input, self.running_mean, self.running_var, self.weight, self.bias,
                                self.training or not self.track_running_stats,
-                               self.momentum if self.momentum is not None else 0.0, self.eps)
+                               self._running_stats_factor(counted=False), self.eps)
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
@@ -402,6 +429,8 @@ class InstanceNorm3d(_InstanceNorm):
     _accepted_ndim = (4, 5)
     _no_batch_dim = 4
 
+
+# --- GroupNorm and LocalResponseNorm ----------------------------------------------------
 
 class GroupNorm(nn.Module):
     r"""Group normalization, as :class:`torch.nn.GroupNorm`.

@@ -26,6 +26,8 @@ from torch import Tensor, nn
 
 from .modules import LayerNorm
 
+__all__ = ["LayerNormLSTMCell", "RowLSTMClassifier"]
+
 
 class LayerNormLSTMCell(nn.Module):
     r"""An LSTM cell with optional layer normalization, a drop-in for :class:`torch.nn.LSTMCell`.
@@ -109,8 +111,9 @@ class LayerNormLSTMCell(nn.Module):
 class RowLSTMClassifier(nn.Module):
     """Reads an image ``(N, 1, H, W)`` row by row (``H`` steps of ``W`` features), classifies ``h_H``.
 
-    Seed 001's section 3.2 ran its LSTM on IMDB with GloVe embeddings; without a
-    download, the rows of the MNIST digits form the sequence instead.
+    The Keras study in senliuy's "Layer Normalization" notes (section 3.2) ran its
+    LSTM on IMDB with GloVe embeddings; without a download, the rows of the MNIST
+    digits form the sequence instead.
     """
 
     def __init__(self, input_size: int = 28, hidden_size: int = 64, num_classes: int = 10,

@@ -85,17 +85,13 @@ class SyncBatchNormFunction(torch.autograd.Function):
         x = input.to(compute_dtype(input.dtype))
         view = SYNC_BATCH_NORM.stats_shape(x.shape)
         n, mean64, var64 = global_batch_stats(x, process_group, world_size)
-        # every process knows the global count now, so all raise together (no hang)
-        if n <= 1:
+        # every process knows the global count now, so all raise together (no hang);
+        # an empty global batch (n = 0) is BatchNorm's empty batch: nothing to update
+        if n == 1:
             raise ValueError("Expected more than 1 value per channel when training, "
                              f"got input size {tuple(input.shape)} on each of "
                              f"{world_size} process(es) (global count {n})")
-        with torch.no_grad():  # running = (1 - momentum) running + momentum batch, var unbiased
-            if running_mean is not None:
-                running_mean.mul_(1 - momentum).add_(mean64.to(running_mean.dtype), alpha=momentum)
-            if running_var is not None:
-                running_var.mul_(1 - momentum).add_(
-                    (var64 * (n / (n - 1))).to(running_var.dtype), alpha=momentum)
+        F.update_running_stats(running_mean, running_var, mean64, var64, n, momentum)
         mean, var = mean64.to(x.dtype).reshape(view), var64.to(x.dtype).reshape(view)
         inv_std = torch.rsqrt(var + eps)                      # 1 / sqrt(sigma^2 + eps)
         x_hat = (x - mean) * inv_std                          # normalize with global stats
@@ -186,21 +182,22 @@ class SyncBatchNorm(_BatchNorm):
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
-        factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative average
-                factor = 1.0 / float(self.num_batches_tracked)
+        counted = self.training and self.track_running_stats
+        factor = self._running_stats_factor(counted)
         bn_training = self.training or (self.running_mean is None and self.running_var is None)
         running_mean = self.running_mean if not self.training or self.track_running_stats else None
         running_var = self.running_var if not self.training or self.track_running_stats else None
         group, world_size = self._group()
         if not (bn_training and self.training and world_size > 1):
-            return F.batch_norm(input, running_mean, running_var, self.weight, self.bias,
-                                bn_training, factor, self.eps)
-        check_floating(input, "batch_norm")
-        return SyncBatchNormFunction.apply(input, self.weight, self.bias, running_mean,
-                                           running_var, self.eps, factor, group, world_size)
+            output = F.batch_norm(input, running_mean, running_var, self.weight, self.bias,
+                                  bn_training, factor, self.eps)
+        else:
+            check_floating(input, "batch_norm")
+            output = SyncBatchNormFunction.apply(input, self.weight, self.bias, running_mean,
+                                                 running_var, self.eps, factor, group, world_size)
+        if counted:  # only once the input was accepted
+            self._count_batch()
+        return output
 
     def _group(self):
         """The process group to pool over and its size (1: nothing to synchronize)."""
@@ -219,7 +216,10 @@ class SyncBatchNorm(_BatchNorm):
         Parameters, buffers, ``training`` and ``qconfig`` carry over (the
         tensors are shared, not copied), as in
         :meth:`torch.nn.SyncBatchNorm.convert_sync_batchnorm`. When ``module``
-        itself is a BatchNorm, the new layer is returned.
+        itself is a BatchNorm, the new layer is returned. Only BatchNorm
+        layers convert: InstanceNorm shares BatchNorm's parameters and buffers
+        (both derive from ``_NormBase``) but not its statistics, and stays as
+        it is, as do GroupNorm and LayerNorm.
         """
         out = module
         if isinstance(module, (nn.modules.batchnorm._BatchNorm, _BatchNorm)):
