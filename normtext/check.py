@@ -2,10 +2,10 @@
 
 Run ``python -m normtext.check [--device cuda|cpu] [--dtype float32 ...]``.
 
-For every norm normtext implements (:mod:`normtext.registry`) it runs the
-comparison harness (:func:`normtext.compare.compare_layers`: outputs, input
+For every norm of the registry (:mod:`normtext.testing.registry`) it runs the
+comparison harness (:func:`normtext.testing.compare.compare_layers`: outputs, input
 and parameter gradients over several training steps, running statistics,
-evaluation output, each against the tolerance ``16 eps sqrt(m)``) for
+evaluation output, each against the tolerance :func:`normtext.testing.compare.tolerance`) for
 
 * normtext's module against ``torch.nn``'s, both on the device, and
 * normtext's module against the float64 NumPy reference (on the CPU),
@@ -24,7 +24,14 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Sequence
 
-from normtext.testing import registry
+import numpy as np
+import torch
+import torch.nn as tnn
+
+from normtext import torch as nt
+from normtext.spec import NormSpec
+from normtext.testing import compare, registry
+from normtext.testing.provenance import environment
 
 
 @dataclass
@@ -35,25 +42,17 @@ class Check:
     candidate: Callable        # () -> harness adapter
     reference: Callable        # () -> harness adapter
     shape: tuple
-    spec: object
-    k: int = 1
+    spec: NormSpec
     groups: Optional[int] = None
     counts: bool = True        # False: shown for information, not part of the exit status
     builtin: Optional[Callable] = None  # () -> PyTorch's adapter: does the device support a dtype?
 
 
 def default_checks(device: str = "cpu", norms: Optional[Sequence[str]] = None) -> List[Check]:
-    """The comparisons for every norm normtext implements (module classes included)."""
-    import torch.nn as tnn
-    from normtext.testing import compare
-    from normtext import torch as nt
+    """The comparisons for every norm of the registry (or those named in ``norms``)."""
     checks = []
-    for case in registry.available_norms(norms):
+    for case in registry.norms(norms):
         shape = case.check_shape
-        try:
-            case.module(nt, shape), case.module(tnn, shape)
-        except AttributeError:  # the functional exists, the module not yet
-            continue
         groups = registry.group_count(shape[1]) if case.spec.grouped else None
         ours = lambda case=case, shape=shape: compare.TorchLayer(
             case.module(nt, shape), name=f"normtext.{type(case.module(nt, shape)).__name__}",
@@ -62,21 +61,15 @@ def default_checks(device: str = "cpu", norms: Optional[Sequence[str]] = None) -
             case.module(tnn, shape), device=device)
         common = dict(shape=shape, spec=case.spec, groups=groups, builtin=theirs)
         checks.append(Check(case.name, ours, theirs, **common))
-        if case.harness_reference is not None:
-            try:
-                case.harness_reference(compare, shape)
-            except AttributeError:  # the reference adapter is not in the harness yet
-                continue
-            ref = lambda case=case, shape=shape: case.harness_reference(compare, shape)
-            checks.append(Check(case.name, ours, ref, **common))
-            checks.append(Check(case.name, theirs, ref, counts=False, **common))
+        ref = lambda case=case, shape=shape: case.harness_reference(compare, shape)
+        checks.append(Check(case.name, ours, ref, **common))
+        checks.append(Check(case.name, theirs, ref, counts=False, **common))
     return checks
 
 
 def run_checks(checks: Sequence[Check], dtypes: Sequence[str] = ("float32",),
                steps: int = 3) -> List[dict]:
     """Run every check in every dtype; one row per comparison."""
-    from normtext.testing.compare import compare_layers
     rows = []
     for c in checks:
         for dtype in dtypes:
@@ -85,8 +78,8 @@ def run_checks(checks: Sequence[Check], dtypes: Sequence[str] = ("float32",),
             start = time.perf_counter()
             unsupported = False
             try:
-                result = compare_layers(cand, ref, c.shape, steps=steps, dtype=dtype,
-                                        spec=c.spec, k=c.k, check=False, **kwargs)
+                result = compare.compare_layers(cand, ref, c.shape, steps=steps, dtype=dtype,
+                                                spec=c.spec, check=False, **kwargs)
                 worst = max(result.rows, key=lambda r: r["max rel err"] / r["tolerance"])
                 ok, detail = result.ok, (f"{worst['quantity']}: {worst['max rel err']:.1e} "
                                          f"/ tol {worst['tolerance']:.1e}")
@@ -104,7 +97,6 @@ def run_checks(checks: Sequence[Check], dtypes: Sequence[str] = ("float32",),
 
 def _builtin_lacks(c: Check, dtype: str) -> bool:
     """Whether PyTorch's own layer raises NotImplementedError for ``dtype`` here."""
-    import numpy as np
     if c.builtin is None:
         return False
     x = np.random.default_rng(0).normal(size=c.shape)
@@ -148,12 +140,10 @@ def main(argv: Optional[Sequence[str]] = None, checks: Optional[Sequence[Check]]
                    choices=["float64", "float32", "float16", "bfloat16"])
     p.add_argument("--norms", nargs="*", help="restrict to these norms (registry names)")
     args = p.parse_args(argv)
-    import torch
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("CUDA is not available here", file=sys.stderr)
         return 2
-    # provenance without importing MXNet (not needed here, and it may be absent or broken)
-    from normtext.bench import environment
+    # provenance: versions from package metadata, without importing MXNet
     env = environment(args.device)
     print(f"normtext.check | {env.get('gpu') or 'CPU ' + env['cpu']} | torch {env['torch']} | "
           f"{env['date']}")

@@ -116,7 +116,7 @@ def test_functional_low_precision_accumulates_in_float32(dtype):
     assert err <= compare.tolerance(name, m)
     # and never worse than PyTorch's own kernel by more than a factor of 2
     theirs = TF.batch_norm(x, None, None, training=True).double().numpy()
-    assert err <= 2 * np.abs(theirs - truth).max() / np.abs(truth).max() + compare._EPS[name]
+    assert err <= 2 * np.abs(theirs - truth).max() / np.abs(truth).max() + compare.EPS[name]
 
 
 # --- PyTorch: modules ----------------------------------------------------------------

@@ -1,11 +1,15 @@
 """The plumbing of ``python -m normtext.check`` and ``python -m normtext.bench`` (never timings)."""
 import json
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as TF
 from torch import nn
 
 from normtext import bench, check
+from normtext import torch as nt
+from normtext.torch import functional as NF
 from normtext.testing import compare, registry
 from normtext.spec import LAYER_NORM
 
@@ -17,7 +21,6 @@ def _check(candidate_module):
 
 
 def test_check_passes_a_correct_layer(capsys):
-    from normtext import torch as nt
     assert check.main([], checks=[_check(nt.LayerNorm(16))]) == 0
     assert "1/1 normtext comparisons pass" in capsys.readouterr().out
 
@@ -52,12 +55,32 @@ def test_default_checks_cover_every_available_norm():
     assert check.exit_status(rows) == 0, check.format_table(rows)
 
 
-def test_registry_finds_norms_by_their_functions():
-    names = [c.name for c in registry.available_norms()]
-    assert "BatchNorm" in names
-    for case in registry.REGISTRY.values():
-        from normtext.torch import functional
-        assert registry.available(case) == hasattr(functional, case.functional)
+@pytest.mark.parametrize("name", list(registry.REGISTRY))
+def test_every_registry_row_has_a_layer_a_builtin_and_a_float64_reference(name):
+    """Each row: normtext's function and module, PyTorch's, and two float64 references that agree
+    with PyTorch in float64 (the normalize step, and the harness's layer with state)."""
+    case = registry.REGISTRY[name]
+    assert callable(getattr(NF, case.functional)) and callable(getattr(TF, case.functional))
+    shape = case.check_shape
+    ours, theirs = case.module(nt, shape), case.module(nn, shape)
+    assert type(ours).__name__ == type(theirs).__name__ and type(ours).__module__.startswith("normtext.")
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2 + 1
+    m = case.reduction_size(shape)
+    # the normalize step, no affine: the built-in with weight = 1 and bias = 0 is the same function
+    want = case.call(TF, x, None, None).numpy()
+    got = case.reference(x.numpy())
+    assert np.abs(got - want).max() <= compare.tolerance("float64", m) * np.abs(want).max()
+    # the harness's reference layer with state, against PyTorch's module
+    groups = registry.group_count(shape[1]) if case.spec.grouped else None
+    compare.compare_layers(compare.TorchLayer(theirs.double()), case.harness_reference(compare, shape),
+                           shape, dtype="float64", spec=case.spec, groups=groups)
+
+
+def test_registry_selects_rows_by_name_in_the_order_asked():
+    assert [c.name for c in registry.norms(["LayerNorm", "BatchNorm"])] == ["LayerNorm", "BatchNorm"]
+    assert [c.name for c in registry.norms()] == list(registry.REGISTRY)
+    with pytest.raises(KeyError):
+        registry.norms(["NoSuchNorm"])
 
 
 @pytest.fixture(scope="module")

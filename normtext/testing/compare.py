@@ -35,14 +35,17 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+import pandas as pd
+import torch
 
 from normtext import numpy as reference
 from normtext.spec import BATCH_NORM, NormSpec
 
 TOLERANCE_FACTOR = 16.0
 
-_EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.float32).eps),
-        "float16": float(np.finfo(np.float16).eps), "bfloat16": 2.0 ** -7}
+# The machine epsilon of each dtype the harness knows, by name (bfloat16: 8 bits of precision).
+EPS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.float32).eps),
+       "float16": float(np.finfo(np.float16).eps), "bfloat16": 2.0 ** -7}
 
 QUANTITIES = ("output", "input grad", "gamma grad", "beta grad",
               "running_mean", "running_var", "eval output")
@@ -50,7 +53,7 @@ QUANTITIES = ("output", "input grad", "gamma grad", "beta grad",
 
 def tolerance(dtype: str, m: int) -> float:
     """The relative tolerance for a quantity reduced over ``m`` elements in ``dtype``."""
-    return TOLERANCE_FACTOR * _EPS[dtype] * math.sqrt(max(m, 1))
+    return TOLERANCE_FACTOR * EPS[dtype] * math.sqrt(max(m, 1))
 
 
 class ToleranceError(AssertionError):
@@ -87,8 +90,7 @@ class Comparison:
         return all(r["ok"] for r in self.rows)
 
     @property
-    def table(self):
-        import pandas as pd
+    def table(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows).set_index("quantity")
 
     def assert_ok(self) -> "Comparison":
@@ -125,8 +127,7 @@ class TorchLayer:
 
     def __init__(self, module, name: Optional[str] = None, device: str = "cpu",
                  names: Optional[Dict[str, str]] = None):
-        import torch
-        self.torch, self.module, self.device = torch, module.to(device), device
+        self.module, self.device = module.to(device), device
         self.names = names or self.TORCH_NAMES
         self.name = name or f"{type(module).__module__.split('.')[0]}.{type(module).__name__}"
 
@@ -134,14 +135,14 @@ class TorchLayer:
         return getattr(self.module, self.names[key], None)
 
     def set_state(self, params: Dict[str, np.ndarray]) -> None:
-        with self.torch.no_grad():
+        with torch.no_grad():
             for key, value in params.items():
                 t = self._get(key)
                 if t is not None:
-                    t.copy_(self.torch.as_tensor(value).reshape(t.shape))
+                    t.copy_(torch.as_tensor(value).reshape(t.shape))
 
     def _tensor(self, a, dtype):
-        return self.torch.tensor(a, dtype=getattr(self.torch, dtype), device=self.device)
+        return torch.tensor(a, dtype=getattr(torch, dtype), device=self.device)
 
     def train_step(self, x, dy, dtype: str) -> Dict[str, np.ndarray]:
         self.module.train()
@@ -162,7 +163,7 @@ class TorchLayer:
 
     def eval_output(self, x, dtype: str) -> np.ndarray:
         self.module.eval()
-        with self.torch.no_grad():
+        with torch.no_grad():
             return _np(self.module(self._tensor(x, dtype)))
 
 
@@ -253,8 +254,7 @@ def _np(t) -> np.ndarray:
 
 def _round_to(x: np.ndarray, dtype: str) -> np.ndarray:
     """x as the candidate sees it after the cast to ``dtype``, back in float64."""
-    if dtype == "bfloat16":
-        import torch
+    if dtype == "bfloat16":  # NumPy has no bfloat16: round through torch
         return torch.tensor(x).to(torch.bfloat16).double().numpy()
     return x.astype(dtype).astype(np.float64)
 
@@ -340,7 +340,7 @@ class ReferenceLayerNorm:
     def _eps(self, dtype: str) -> float:
         if self.eps is not None:
             return self.eps
-        return _EPS["float32" if dtype in ("float16", "bfloat16") else dtype]
+        return EPS["float32" if dtype in ("float16", "bfloat16") else dtype]
 
     def _forward(self, x, dtype):
         gamma = self.state["gamma"] if self.affine else None
@@ -454,3 +454,29 @@ class ReferenceGroupNorm:
 
     def eval_output(self, x, dtype: str) -> np.ndarray:
         return self._forward(x).y
+
+
+class ReferenceLocalResponseNorm:
+    """The float64 NumPy LocalResponseNorm: no parameters, no running statistics.
+
+    ``size``, ``alpha``, ``beta``, ``k`` and ``convention`` as
+    :func:`normtext.numpy.local_response_norm` (PyTorch's by default).
+    """
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0,
+                 convention: str = "torch"):
+        self.name = f"float64 reference LocalResponseNorm ({convention} convention)"
+        self.params = dict(size=size, alpha=alpha, beta=beta, k=k, convention=convention)
+
+    def set_state(self, params: Dict[str, np.ndarray]) -> None:
+        pass  # nothing to learn: gamma and beta offered by the harness are ignored
+
+    def train_step(self, x, dy, dtype: str) -> Dict[str, np.ndarray]:
+        res = reference.local_response_norm(x, **self.params)
+        return {"output": res.y, "input grad": reference.local_response_norm_backward(dy, res.cache)}
+
+    def running_stats(self) -> Dict[str, np.ndarray]:
+        return {}
+
+    def eval_output(self, x, dtype: str) -> np.ndarray:
+        return reference.local_response_norm(x, **self.params).y

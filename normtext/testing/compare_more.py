@@ -1,9 +1,9 @@
 """Parity checks for the weight and gradient normalizations of :mod:`normtext.torch.more`.
 
 They are not layers with running statistics, so instead of
-:func:`normtext.compare.compare_layers` they fill the same
-:class:`~normtext.compare.Comparison` table, with the same tolerance rule
-``16 * eps(dtype) * sqrt(m)`` (:func:`normtext.compare.tolerance`), ``m`` the
+:func:`normtext.testing.compare.compare_layers` they fill the same
+:class:`~normtext.testing.compare.Comparison` table, with the same tolerance rule
+``16 * eps(dtype) * sqrt(m)`` (:func:`normtext.testing.compare.tolerance`), ``m`` the
 number of terms in the largest reduction involved.
 """
 from __future__ import annotations
@@ -13,8 +13,11 @@ from math import prod
 from typing import Callable, Optional
 
 import numpy as np
+import torch
+from torch.nn.utils.parametrizations import weight_norm as torch_weight_norm
 
 from normtext.testing.compare import Comparison, tolerance
+from normtext.torch.more import clip_grad_norm_, weight_norm
 
 
 def compare_weight_norm(make_module: Callable, input_shape, dim: Optional[int] = 0,
@@ -25,10 +28,6 @@ def compare_weight_norm(make_module: Callable, input_shape, dim: Optional[int] =
     and the gradients of ``g`` (``original0``), ``v`` (``original1``) and the
     bias for a random output gradient. ``m`` is the number of weights.
     """
-    import torch
-    from torch.nn.utils.parametrizations import weight_norm as torch_weight_norm
-    from normtext.torch.more import weight_norm
-
     torch.manual_seed(seed)
     t = getattr(torch, dtype)
     ours = make_module().to(t)
@@ -63,8 +62,6 @@ def compare_clip_grad_norm(shapes=((64, 32), (64,), (10, 64), (10,)), max_norm: 
     the default ``max_norm``); compared: the returned total norm and every
     clipped gradient. ``m`` is the total number of gradient entries.
     """
-    import torch
-    from normtext.torch.more import clip_grad_norm_
 
     rng = np.random.default_rng(seed)
     t = getattr(torch, dtype)

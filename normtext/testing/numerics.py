@@ -15,7 +15,7 @@ The implementations compared on the same (rounded) input:
   blocks (:mod:`normtext.mxnet`), where MXNet is installed.
 
 The error is measured against the float64 reference
-(:mod:`normtext.registry`, built on :func:`normtext.numpy.standardize`) applied
+(:mod:`normtext.testing.registry`, built on :func:`normtext.numpy.standardize`) applied
 to the input *as the implementation sees it*, after rounding to its dtype, so
 only the arithmetic is judged, not the rounding of the input.
 """
@@ -25,11 +25,15 @@ import math
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
+from normtext import mxnet_available
+from normtext.numpy import standardize, standardize_backward
 from normtext.testing import registry
+from normtext.testing.compare import EPS
 from normtext.testing.registry import NormCase
-from normtext.torch._util import compute_dtype
+from normtext.torch import functional as F
 
 DTYPES = ("float32", "float16", "bfloat16")
 RATIOS = (0.0, 1e2, 1e3, 1e4, 1e5)
@@ -53,9 +57,15 @@ def _view_and_axes(case: NormCase, x: torch.Tensor):
     return x, case.spec.reduce_axes(x.ndim, 1)
 
 
+# The dtype the comparison formulas (naive, plain two-pass) accumulate in: float32 for
+# half precision, as the built-ins do. Stated here, not taken from normtext's layers, so
+# that the formulas stay fixed yardsticks whatever the layers do.
+ACCUMULATE_IN = {torch.float16: torch.float32, torch.bfloat16: torch.float32}
+
+
 def _accumulated_view(case: NormCase, x: torch.Tensor):
     """``x`` in float32 when it is float16/bfloat16 (as the built-ins accumulate), viewed for ``case``."""
-    return _view_and_axes(case, x.to(compute_dtype(x.dtype)))
+    return _view_and_axes(case, x.to(ACCUMULATE_IN.get(x.dtype, x.dtype)))
 
 
 def _normalize_with(case: NormCase, x: torch.Tensor, eps: float, variance) -> torch.Tensor:
@@ -116,7 +126,6 @@ def torch_implementations(case: NormCase) -> Dict[str, Callable]:
 
 def mxnet_implementation(case: NormCase) -> Optional[Callable]:
     """MXNet's operator for this norm as ``(x: np.ndarray float32/16) -> np.ndarray``, or None."""
-    from normtext import mxnet_available
     if not mxnet_available():
         return None
     import mxnet as mx
@@ -158,17 +167,15 @@ def normtext_mxnet_implementation(case: NormCase) -> Optional[Callable]:
     Looked up by name in :mod:`normtext.mxnet`; gamma = 1 and beta = 0, so only
     the normalize step is measured, as for the other implementations.
     """
-    from normtext import mxnet_available
     if not mxnet_available():
         return None
     import mxnet as mx
-    from normtext import mxnet as ntm
-    make = {"BatchNorm": lambda x: getattr(ntm, "BatchNorm")(),
-            "LayerNorm": lambda x: getattr(ntm, "LayerNorm")(axis=-1),
-            "GroupNorm": lambda x: getattr(ntm, "GroupNorm")(
-                num_groups=registry.group_count(x.shape[1])),
-            "InstanceNorm": lambda x: getattr(ntm, "InstanceNorm")(scale=True)}.get(case.name)
-    if make is None or not hasattr(ntm, case.name):
+    from normtext import mxnet as ntm  # imports mxnet: lazy, as mxnet itself
+    make = {"BatchNorm": lambda x: ntm.BatchNorm(),
+            "LayerNorm": lambda x: ntm.LayerNorm(axis=-1),
+            "GroupNorm": lambda x: ntm.GroupNorm(num_groups=registry.group_count(x.shape[1])),
+            "InstanceNorm": lambda x: ntm.InstanceNorm(scale=True)}.get(case.name)
+    if make is None:  # RMSNorm, LocalResponseNorm: Gluon 1.9.1 has no such block
         return None
 
     def f(x):
@@ -188,7 +195,6 @@ def reference_output(case: NormCase, x64: np.ndarray) -> np.ndarray:
 
 def reference_input_grad(case: NormCase, x64: np.ndarray, dy: np.ndarray) -> np.ndarray:
     """dL/dx of the normalize step (no affine), by the hand-derived float64 backward."""
-    from normtext.numpy import standardize, standardize_backward
     if case.spec.statistic == "mean square":
         axes = case.spec.reduce_axes(x64.ndim, 1)
         inv = 1.0 / np.sqrt((x64 * x64).mean(axis=axes, keepdims=True) + 1e-6)
@@ -272,7 +278,6 @@ def measure(case: NormCase, m: int, ratio: float, dtype: str, seed: int = 0,
 def sweep(cases: Sequence[NormCase], sizes=ROW_SIZES, ratios=RATIOS, dtypes=DTYPES,
           grads: bool = True, mxnet: bool = True, seed: int = 0):
     """:func:`measure` over a grid; a pandas DataFrame, one row per measurement."""
-    import pandas as pd
     rows = []
     for case in cases:
         for dtype in dtypes:
@@ -291,7 +296,6 @@ def eps_sweep(case: NormCase, sigmas: Sequence[float], eps: float = 1e-5, m: int
     the float64 prediction ``sigma / sqrt(sigma^2 + eps)`` (the output scale) and
     ``1 / sqrt(sigma^2 + eps)`` (the gradient scale).
     """
-    from normtext.torch import functional as F
     rows = []
     shape = registry.numerics_row_shape(case, m)
     z = np.random.default_rng(seed).standard_normal(shape)
@@ -321,11 +325,10 @@ def factor_check(df, candidate: str = "normtext", baseline: str = "PyTorch", fac
     be ranked (a ``1 ulp`` against a ``0.4 ulp`` error is not "2.5 times worse").
     Returns the table with columns ``candidate``, ``baseline``, ``bound`` and ``ok``.
     """
-    from normtext.testing.compare import _EPS
     t = df.pivot_table(index=["norm", "dtype", "m", "ratio", "seed"], columns="impl",
                        values=quantity, dropna=False)
     t = t[[candidate, baseline]].dropna().reset_index()
-    floor = t["dtype"].map(lambda d: ULP_FLOOR * _EPS[d])
+    floor = t["dtype"].map(lambda d: ULP_FLOOR * EPS[d])
     t["bound"] = factor * t[baseline] + floor
     t["ok"] = t[candidate] <= t["bound"]
     return t

@@ -3,13 +3,10 @@
 Each norm is one row, :class:`NormCase`: the name of its function (the same in
 ``torch.nn.functional`` and :mod:`normtext.torch.functional`), how to call it in
 training mode, the input shapes it is benchmarked on, the module classes the
-comparison harness checks, and a float64 NumPy reference built from the
-family's spec (:func:`normtext.numpy.standardize` over the spec's axes).
-
-A row is *available* when normtext implements it: :func:`available` looks the
-function up with ``getattr``, so a norm joins :mod:`normtext.bench`,
-:mod:`normtext.check` and the numerics tests as soon as its chapter adds it to
-the package, with no change here.
+comparison harness checks, and two float64 NumPy references: the normalize
+step built from the family's spec (:func:`normtext.numpy.standardize` over the
+spec's axes) and a layer with state for the harness
+(:mod:`normtext.testing.compare`). Every row has all of them (a test checks it).
 """
 from __future__ import annotations
 
@@ -18,9 +15,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
+import torch.nn.functional as torch_functional
 
+from normtext.numpy import local_response_norm, standardize
 from normtext.spec import (BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM, LOCAL_RESPONSE_NORM,
-                   RMS_NORM, NormSpec)
+                           RMS_NORM, NormSpec)
+from normtext.torch import functional as nt_functional
 
 Shape = Tuple[int, ...]
 
@@ -54,14 +55,16 @@ def _call_instance_norm(F, x, weight, bias, eps=1e-5):
                            eps=eps)
 
 
+LRN_SIZE = 5  # the window of AlexNet's LRN, the one benchmarked and checked here
+
+
 def _call_lrn(F, x, weight, bias, eps=None):
-    return F.local_response_norm(x, 5)
+    return F.local_response_norm(x, LRN_SIZE)
 
 
 # --- float64 references, from the spec's axes -----------------------------------------
 
 def _standardize_over(x: np.ndarray, axes, eps: float) -> np.ndarray:
-    from normtext.numpy import standardize
     return standardize(x, tuple(axes), eps).x_hat
 
 
@@ -89,6 +92,11 @@ def _ref_rms_norm(x, eps=1e-6):
     return x / np.sqrt((x * x).mean(axis=axes, keepdims=True) + eps)
 
 
+def _ref_lrn(x, eps=None):
+    # no statistic to standardize with: the whole layer (it has no parameters), PyTorch's defaults
+    return local_response_norm(x, LRN_SIZE).y
+
+
 def _m_grouped(shape: Shape) -> int:
     return math.prod(shape) // (shape[0] * group_count(shape[1]))
 
@@ -103,34 +111,35 @@ class NormCase:
         functional: the function's name in ``torch.nn.functional`` and in
             :mod:`normtext.torch.functional`.
         call: ``(F, x, weight, bias) -> y`` in training mode, for either namespace.
-        reference: ``x (float64) -> x_hat``, the float64 normalize step (no affine).
+        reference: ``x (float64) -> x_hat``, the float64 normalize step (no affine;
+            LocalResponseNorm, which has no statistic to standardize with: its output).
         affine: ``shape -> (weight shape, has bias)``, or ``None`` for no parameters.
         reduction_size: ``shape -> m``, elements per statistic.
         module: ``(namespace, shape) -> module``, for the comparison harness.
         harness_reference: ``(compare module, shape) -> adapter``: the float64
-            NumPy reference with state, as :mod:`normtext.compare` provides it.
+            NumPy reference with state, as :mod:`normtext.testing.compare` provides it.
         check_shape: the input the harness checks (the harness gives ``gamma``
             the size of ``shape[1]``, so LN and RMSNorm are checked on ``(N, D)``).
         cnn_shapes, transformer_shapes: benchmark inputs (full run).
         quick_shapes: the benchmark's ``--quick`` inputs.
-        row_shape: ``m -> shape`` with ``m`` elements per statistic (numerics).
+        row_shape: ``m -> shape`` with ``m`` elements per statistic, for the
+            numerics study of mean and variance (``None``: LocalResponseNorm).
     """
 
     name: str
     spec: NormSpec
     functional: str
     call: Callable
-    reference: Optional[Callable]
+    reference: Callable
     affine: Optional[Callable[[Shape], Tuple[Shape, bool]]]
     reduction_size: Callable[[Shape], int]
     module: Callable
+    harness_reference: Callable
     check_shape: Shape
     cnn_shapes: Tuple[Shape, ...] = ()
     transformer_shapes: Tuple[Shape, ...] = ()
     quick_shapes: Tuple[Shape, ...] = ()
     row_shape: Optional[Callable[[int], Shape]] = None
-    harness_reference: Optional[Callable] = None
-    notes: str = ""
 
     @property
     def shapes(self) -> Tuple[Shape, ...]:
@@ -193,46 +202,39 @@ REGISTRY: Dict[str, NormCase] = {
         harness_reference=lambda c, s: c.ReferenceInstanceNorm(s[1], affine=True,
                                                                track_running_stats=True)),
     "LocalResponseNorm": NormCase(
-        "LocalResponseNorm", LOCAL_RESPONSE_NORM, "local_response_norm", _call_lrn, None,
-        None, lambda s: 5,
-        module=lambda ns, s: ns.LocalResponseNorm(5), check_shape=(4, 8, 5, 5),
+        "LocalResponseNorm", LOCAL_RESPONSE_NORM, "local_response_norm", _call_lrn, _ref_lrn,
+        None, lambda s: LRN_SIZE,  # no statistics: a windowed sum of squares over 5 channels
+        module=lambda ns, s: ns.LocalResponseNorm(LRN_SIZE), check_shape=(4, 8, 5, 5),
         cnn_shapes=((32, 96, 55, 55),),
-        notes="no statistics: a windowed sum of squares over 5 channels"),
+        harness_reference=lambda c, s: c.ReferenceLocalResponseNorm(LRN_SIZE)),
 }
 
 
-def _namespace():
-    from normtext.torch import functional
-    return functional
+def norms(names: Optional[Sequence[str]] = None) -> List[NormCase]:
+    """The rows named, in that order (all, in registry order, by default); unknown: KeyError."""
+    return [REGISTRY[n] for n in (REGISTRY if names is None else names)]
+
+
+# Every row is implemented now; bench.py and two notebooks still call these two names.
+def available_norms(names: Optional[Sequence[str]] = None) -> List[NormCase]:
+    """The same as :func:`norms`."""
+    return norms(names)
 
 
 def available(case: NormCase | str) -> bool:
-    """Whether normtext implements this norm: its function exists in normtext.torch.functional."""
-    case = REGISTRY[case] if isinstance(case, str) else case
-    try:
-        return hasattr(_namespace(), case.functional)
-    except ImportError:  # pragma: no cover - torch missing
-        return False
-
-
-def available_norms(names: Optional[Sequence[str]] = None) -> List[NormCase]:
-    """The rows of the registry normtext implements, in registry order."""
-    names = list(REGISTRY) if names is None else list(names)
-    return [REGISTRY[n] for n in names if available(REGISTRY[n])]
+    """True for every row of the registry (each has a normtext function; a test checks it)."""
+    return (case.name if isinstance(case, NormCase) else case) in REGISTRY
 
 
 def implementations(case: NormCase):
     """``{"normtext": fn, "built-in": fn}``, each ``(x, weight, bias) -> y``."""
-    import torch.nn.functional as torch_F
-    nt_F = _namespace()
-    return {"normtext": lambda x, w, b: case.call(nt_F, x, w, b),
-            "built-in": lambda x, w, b: case.call(torch_F, x, w, b)}
+    return {"normtext": lambda x, w, b: case.call(nt_functional, x, w, b),
+            "built-in": lambda x, w, b: case.call(torch_functional, x, w, b)}
 
 
 def make_params(case: NormCase, shape: Shape, device="cpu", dtype=None, seed: int = 0,
                 requires_grad: bool = False):
     """Random ``(weight, bias)`` for an input of ``shape`` (``None`` where the norm has none)."""
-    import torch
     if case.affine is None:
         return None, None
     pshape, has_bias = case.affine(shape)
