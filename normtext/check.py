@@ -73,7 +73,7 @@ def run_checks(checks: Sequence[Check], dtypes: Sequence[str] = ("float32",),
     rows = []
     for c in checks:
         for dtype in dtypes:
-            cand, ref = c.candidate(), c.reference()
+            cand, ref = _in_dtype(c.candidate(), dtype), _in_dtype(c.reference(), dtype)
             kwargs = {"groups": c.groups} if c.groups is not None else {}
             start = time.perf_counter()
             unsupported = False
@@ -95,13 +95,20 @@ def run_checks(checks: Sequence[Check], dtypes: Sequence[str] = ("float32",),
     return rows
 
 
+def _in_dtype(adapter, dtype: str):
+    """A PyTorch module's parameters and buffers in ``dtype``, as a user runs it (``.half()``)."""
+    if isinstance(adapter, compare.TorchLayer):
+        adapter.module.to(getattr(torch, dtype))
+    return adapter
+
+
 def _builtin_lacks(c: Check, dtype: str) -> bool:
     """Whether PyTorch's own layer raises NotImplementedError for ``dtype`` here."""
     if c.builtin is None:
         return False
     x = np.random.default_rng(0).normal(size=c.shape)
     try:
-        c.builtin().train_step(x, x, dtype)
+        _in_dtype(c.builtin(), dtype).train_step(x, x, dtype)
     except NotImplementedError:
         return True
     except Exception:
