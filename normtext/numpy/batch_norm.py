@@ -52,6 +52,8 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
     if training:
         x_hat, mean, var, inv_std = standardize(x, axes, eps)
         m = BATCH_NORM.reduction_size(x.shape)
+        if m == 0:  # an empty batch has no statistics: the estimates stay, as in PyTorch
+            momentum = 0.0
         if running_mean is not None:
             running_mean = (1 - momentum) * np.asarray(running_mean, np.float64) \
                 + momentum * mean.reshape(-1)

@@ -49,8 +49,9 @@ def group_norm(x, num_groups: int, weight=None, bias=None, eps: float = 1e-5,
     else:
         errors.check_group_norm(x.shape, num_groups)
     n = x.shape[0]
-    # reshape: (N, C, *) -> (N, G, C/G * prod(spatial))
-    xg = x.reshape(n, num_groups, -1)
+    # reshape: (N, C, *) -> (N, G, C/G * prod(spatial)), sized explicitly for empty inputs
+    per_group = int(np.prod(x.shape[1:])) // num_groups
+    xg = x.reshape(n, num_groups, per_group)
     axes = GROUP_NORM.reduce_axes(xg.ndim, 1)            # (2,): within a group
     x_hat_g, _, _, inv_std = standardize(xg, axes, eps)  # normalize
     view = _affine_view(x.shape, num_groups, gamma_per)
@@ -76,16 +77,16 @@ def group_norm_backward(dy, cache: dict):
     """
     dy = np.asarray(dy, dtype=np.float64)
     x_hat, g = cache["x_hat"], cache["num_groups"]
-    n = dy.shape[0]
+    n, per_group = dy.shape[0], int(np.prod(dy.shape[1:])) // g
     if cache["gamma_per"] == "channel":
         param_axes = (0, *range(2, dy.ndim))
         d_gamma = (dy * x_hat).sum(axis=param_axes)      # sum over n and positions
         d_beta = dy.sum(axis=param_axes)
-        d_x_hat = (dy * cache["gamma"]).reshape(n, g, -1)
+        d_x_hat = (dy * cache["gamma"]).reshape(n, g, per_group)
     else:
-        dyg, xg = dy.reshape(n, g, -1), x_hat.reshape(n, g, -1)
+        dyg, xg = dy.reshape(n, g, per_group), x_hat.reshape(n, g, per_group)
         d_gamma = (dyg * xg).sum(axis=(0, 2))            # one gamma per group
         d_beta = dyg.sum(axis=(0, 2))
         d_x_hat = dyg * cache["gamma"]
-    dx = standardize_backward(d_x_hat, x_hat.reshape(n, g, -1), cache["inv_std"], (2,))
+    dx = standardize_backward(d_x_hat, x_hat.reshape(n, g, per_group), cache["inv_std"], (2,))
     return dx.reshape(dy.shape), d_gamma, d_beta

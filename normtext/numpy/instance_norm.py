@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import errors
 from ..spec import INSTANCE_NORM
-from .standardize import standardize, standardize_backward
+from .standardize import mean_over, standardize, standardize_backward
 
 
 class InstanceNormResult(NamedTuple):
@@ -46,14 +46,16 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     if use_input_stats:
         x_hat, mean, var, inv_std = standardize(x, axes, eps)
         m = INSTANCE_NORM.reduction_size(x.shape)
+        if m == 0 or x.shape[0] == 0:  # no instances or no values: the estimates stay
+            momentum = 0.0
         if running_mean is not None:
             # running = (1 - momentum) running + momentum * mean over n of mu_nc
-            batch_mean = mean.reshape(x.shape[0], x.shape[1]).mean(axis=0)
+            batch_mean = mean_over(mean.reshape(x.shape[0], x.shape[1]), (0,)).reshape(-1)
             running_mean = (1 - momentum) * np.asarray(running_mean, np.float64) \
                 + momentum * batch_mean
             unbiased = var.reshape(x.shape[0], x.shape[1]) * (m / max(m - 1, 1))
             running_var = (1 - momentum) * np.asarray(running_var, np.float64) \
-                + momentum * unbiased.mean(axis=0)
+                + momentum * mean_over(unbiased, (0,)).reshape(-1)
     else:
         mean, var = as_view(running_mean), as_view(running_var)
         inv_std = 1.0 / np.sqrt(var + eps)

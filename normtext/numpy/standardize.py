@@ -24,11 +24,21 @@ class Standardized(NamedTuple):
     inv_std: np.ndarray  # 1 / sqrt(var + eps), keepdims shape
 
 
+def mean_over(x: np.ndarray, axes: Tuple[int, ...]) -> np.ndarray:
+    """``x.mean(axes)``, except that an empty set of values has mean 0, not NaN and a warning.
+
+    An empty batch has nothing to normalize; its (absent) statistics must not
+    reach the running estimates, which the callers skip for ``m = 0``.
+    """
+    m = int(np.prod([x.shape[a] for a in axes]))
+    return x.sum(axis=axes, keepdims=True) / max(m, 1)
+
+
 def standardize(x: np.ndarray, axes: Tuple[int, ...], eps: float) -> Standardized:
     """Two-pass mean and variance: never E[x^2] - E[x]^2, which cancels catastrophically."""
-    mean = x.mean(axis=axes, keepdims=True)
+    mean = mean_over(x, axes)
     # sigma^2 = mean((x - mu)^2), the biased variance every norm normalizes with
-    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    var = mean_over((x - mean) ** 2, axes)
     # 1 / sqrt(sigma^2 + eps)
     inv_std = 1.0 / np.sqrt(var + eps)
     return Standardized((x - mean) * inv_std, mean, var, inv_std)
@@ -49,7 +59,7 @@ def standardize_backward(d_x_hat: np.ndarray, x_hat: np.ndarray, inv_std: np.nda
     direct path, the second the path through mu, the third through sigma^2.
     """
     # mean of g over the set: the gradient that flows back through mu
-    g_mean = d_x_hat.mean(axis=axes, keepdims=True)
+    g_mean = mean_over(d_x_hat, axes)
     # mean of g * x_hat: the gradient that flows back through sigma^2
-    g_x_hat_mean = (d_x_hat * x_hat).mean(axis=axes, keepdims=True)
+    g_x_hat_mean = mean_over(d_x_hat * x_hat, axes)
     return inv_std * (d_x_hat - g_mean - x_hat * g_x_hat_mean)
