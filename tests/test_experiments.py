@@ -3,6 +3,13 @@ import math
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as TF
+from torch import nn
+
+from normtext import torch as nt
+from normtext.experiments import data, data_parallel, models, notebook, train
+from normtext.torch import more as M
 
 from normtext.experiments.verdict import paired_verdict, verdict_rows
 from normtext.testing.provenance import environment, environment_line
@@ -127,3 +134,107 @@ def test_environment_dict_and_its_line():
     assert ("mxnet " + str(env["mxnet"])) in line if env["mxnet"] else "not installed" in line
     missing = environment_line(dict(env, mxnet=None))
     assert "mxnet not installed" in missing and "skipped" in missing
+
+
+# --- the small CNN ---------------------------------------------------------------------------
+
+def test_small_cnn_settings_of_the_chapters():
+    gn = models.small_cnn(models.normtext_group_norm(4))          # GroupNorm and LRN chapters
+    assert gn(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+    assert [m.out_channels for m in gn if isinstance(m, nn.Conv2d)] == [16, 16, 32]
+    assert all(m.bias is None for m in gn if isinstance(m, nn.Conv2d))   # the norm has a shift
+    plain = models.small_cnn(None)
+    assert all(m.bias is not None for m in plain if isinstance(m, nn.Conv2d))
+    ws = models.small_cnn(lambda c, d: nn.GroupNorm(4, c), channels=(8, 16), pool_after=(0, 1),
+                          pooled_side=4, conv=M.WSConv2d)          # weight standardization, 28x28
+    assert sum(isinstance(m, nn.MaxPool2d) for m in ws) == 2
+    assert ws(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_ws_gn_network_trains_a_step_with_batch_of_one():
+    torch.manual_seed(11)
+    net = models.small_cnn(lambda c, d: nn.GroupNorm(4, c), channels=(8, 16), pool_after=(0, 1),
+                           pooled_side=4, conv=M.WSConv2d)
+    x, y = torch.randn(1, 1, 28, 28), torch.tensor([3])
+    loss = TF.cross_entropy(net(x), y)
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_ddp_cnn_converts_only_for_syncbn():
+    bn, sync = data_parallel.ddp_cnn("bn"), data_parallel.ddp_cnn("syncbn")
+    assert sum(isinstance(m, nt.BatchNorm2d) for m in bn) == 2
+    assert sum(isinstance(m, nt.SyncBatchNorm) for m in sync) == 2
+    assert not any(isinstance(m, nt.SyncBatchNorm) for m in bn)
+    assert bn(torch.zeros(4, 1, 8, 8)).shape == (4, 10)
+    with pytest.raises(ValueError, match="'bn' or 'syncbn'"):
+        data_parallel.ddp_cnn("gn")
+
+
+# --- the notebook bookkeeping ----------------------------------------------------------------
+
+def test_setup_seeds_prints_the_environment_and_returns_the_flags(capsys, monkeypatch):
+    monkeypatch.setenv("NORMTEXT_QUICK", "1")
+    first = notebook.setup(seed=3)
+    draw = torch.randn(4)
+    out = capsys.readouterr().out
+    second = notebook.setup(seed=3)
+    torch.testing.assert_close(torch.randn(4), draw)           # the same seed, the same draws
+    assert out.splitlines()[0].startswith("normtext ") and "| device: " in out
+    assert "QUICK" in out and first.quick and isinstance(first.device, torch.device)
+    assert first.rng.standard_normal() == second.rng.standard_normal()
+    assert ("MXNet is not installed" in out) == (not first.has_mxnet)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+def test_parity_row_and_error_table():
+    class Result:
+        rows = [{"quantity": "output", "max rel err": 1e-7}, {"quantity": "grad input", "max rel err": 2e-7}]
+        ok = True
+    row = notebook.parity_row("ours vs theirs", Result(), input="(N,C)")
+    assert list(row) == ["comparison", "input", "output", "grad input", "all within tolerance"]
+    assert row["grad input"] == 2e-7 and row["all within tolerance"] is True
+    assert notebook.error_of(lambda: 1) == "no error"
+    assert notebook.error_of(lambda: int("x")).startswith("ValueError: invalid literal")
+    table = notebook.error_table({"negative": lambda f: f(-1.0), "positive": lambda f: f(4.0)},
+                                 {"math": math.sqrt, "numpy": np.sqrt})
+    assert table.loc["negative", "math"] == "ValueError: math domain error"
+    assert table.loc["positive", "math"] == table.loc["positive", "numpy"] == "no error"
+
+
+def _fake_fit(calls):
+    def fit(build, data, *, seed, label, progress, epochs):
+        calls.append((label, seed))
+        h = train.History(label=label, seed=seed)
+        for e in range(epochs):
+            h.log(1.0 / (e + 1 + seed), 0.5, 0.5 + 0.01 * seed + 0.1 * (label == "b"), 0.1)
+        return h
+    return fit
+
+
+def test_cached_runs_are_computed_once_and_paired_by_seed(tmp_path, monkeypatch):
+    monkeypatch.setenv("NORMTEXT_CACHE", str(tmp_path))
+    digits = data.digits_8x8().subset(20, 10)
+    calls = []
+    run = lambda: train.cached_seeds("fake", {"a": None, "b": None}, digits, seeds=[0, 1, 2],
+                                     fit=_fake_fit(calls), epochs=2)
+    first = run()
+    assert len(calls) == 6
+    again = run()                                               # every run from the cache
+    assert len(calls) == 6 and again == first
+    assert train.per_seed(first["b"]) == {0: 0.6, 1: pytest.approx(0.61), 2: pytest.approx(0.62)}
+    v = paired_verdict(train.per_seed(first["b"]), train.per_seed(first["a"]), quick=False)
+    assert v.outcome == "reproduced" and v.mean == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="own seed"):
+        train.per_seed(first["a"] + first["a"][:1])
+
+
+def test_summarize_uses_the_sample_standard_deviation():
+    hs = []
+    for seed, acc in enumerate([0.8, 0.9]):
+        h = train.History(label="x", seed=seed)
+        h.log(0.5, 0.9, acc, 1.0)
+        hs.append(h)
+    table = train.summarize({"x": hs})
+    assert table.loc["x", "seeds"] == 2 and table.loc["x", "final test acc"] == pytest.approx(0.85)
+    assert table.loc["x", "std over seeds"] == pytest.approx(np.std([0.8, 0.9], ddof=1))

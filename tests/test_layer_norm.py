@@ -472,13 +472,3 @@ def test_seed000_net_runs_and_uses_layer_norm_over_chw():
     assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     assert net.norm1.normalized_shape == (5, 26, 26) and net.norm2.normalized_shape == (10, 24, 24)
     assert isinstance(Seed000Net(layer_norm=False).norm1, torch.nn.Identity)
-
-
-def test_verdict_rules():
-    from normtext.experiments.layer_norm_study import compare_groups, verdict
-    assert compare_groups([1.0, 1.1], [2.0, 2.1]) == "holds"
-    assert compare_groups([2.0, 2.1], [1.0, 1.1]) == "contradicted"
-    assert compare_groups([1.0, 2.0], [1.2, 2.2]) == "unclear"
-    assert verdict(["holds", "holds"]) == "reproduced"
-    assert verdict(["holds", "unclear"]) == "mixed"
-    assert verdict(["contradicted", "unclear"]) == "not reproduced"

@@ -8,8 +8,10 @@ and its tests keep their per-process code here, in the package:
 * :func:`sync_bn_run` and :func:`check_equivalence`: the proof that k processes
   with SyncBatchNorm compute what one BatchNorm computes on the concatenated batch;
 * :func:`all_reduce_timing`: what the communication costs on this machine;
-* :func:`builtin_sync_bn_on_cpu`: what ``torch.nn.SyncBatchNorm`` does on CPU tensors;
-* :func:`ddp_train`: data-parallel training with plain BatchNorm or SyncBatchNorm.
+* :func:`builtin_sync_bn_on_cpu`: what ``torch.nn.SyncBatchNorm`` does on CPU tensors.
+
+The SyncBatchNorm chapter's training experiment runs in the same processes,
+from :func:`normtext.experiments.data_parallel.ddp_train`.
 
 Every worker reads its rank from ``torch.distributed``, so the same function
 runs under ``torchrun`` too.
@@ -22,6 +24,8 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+
+from normtext.testing import timing
 
 
 def _rank_world():
@@ -237,14 +241,7 @@ def all_reduce_timing(sizes: Sequence[int], repeats: int = 50, dtype: str = "flo
     from normtext.torch import BatchNorm2d, SyncBatchNorm
 
     def median_time(fn):
-        for _ in range(3):
-            fn()
-        times = []
-        for _ in range(repeats):
-            dist.barrier()
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
+        times = timing.repeat(fn, repeats, warmup=3, before_each=dist.barrier)
         t = torch.tensor([float(np.median(times))])
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return t.item()
@@ -270,80 +267,3 @@ def builtin_sync_bn_on_cpu() -> str:
     except Exception as e:  # noqa: BLE001 - the point is to show it
         return f"{type(e).__name__}: {e}"
     return "no error"
-
-
-# --- data-parallel training ----------------------------------------------------------------
-
-def small_cnn(norm: str, channels: int = 16):
-    """A small CNN for 8x8 digits: two 3x3 convolutions with a norm each, pooling, a classifier.
-
-    ``norm``: ``"bn"`` (normtext BatchNorm2d) or ``"syncbn"`` (converted to SyncBatchNorm).
-    """
-    from torch import nn
-    from normtext.torch import BatchNorm2d, SyncBatchNorm
-    net = nn.Sequential(
-        nn.Conv2d(1, channels, 3, padding=1, bias=False), BatchNorm2d(channels), nn.ReLU(),
-        nn.Conv2d(channels, 2 * channels, 3, padding=1, bias=False), BatchNorm2d(2 * channels),
-        nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * channels * 16, 10))
-    return SyncBatchNorm.convert_sync_batchnorm(net) if norm == "syncbn" else net
-
-
-def ddp_train(configs: Sequence[Dict[str, Any]], epochs: int, per_process_batch: int,
-              lr: float = 0.05, n_train: Optional[int] = None) -> List[Dict[str, Any]]:
-    """Data-parallel training of :func:`small_cnn` on scikit-learn's 8x8 digits, once per config.
-
-    ``configs``: dicts with ``norm`` (``"bn"``/``"syncbn"``) and ``seed``. Every
-    rank trains on its own shard of each epoch's shuffled training set
-    (``DistributedSampler``), DDP averages the gradients; rank 0 evaluates on
-    the test set after every epoch (eval mode: running statistics). Returns,
-    per config, the histories as lists (rank 0's numbers; other ranks ``None``).
-    """
-    import torch
-    import torch.distributed as dist
-    from torch import nn
-    from torch.nn.parallel import DistributedDataParallel as DDP
-    from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
-    from normtext.experiments.data import digits_8x8
-
-    rank, world = _rank_world()
-    data = digits_8x8()
-    X, y = data.X_train, data.y_train
-    if n_train is not None:
-        X, y = X[:n_train], y[:n_train]
-    train_set = TensorDataset(torch.from_numpy(X), torch.from_numpy(y))
-    X_test, y_test = torch.from_numpy(data.X_test), torch.from_numpy(data.y_test)
-    results = []
-    for config in configs:
-        torch.manual_seed(config["seed"])       # the same initial weights on every rank
-        net = DDP(small_cnn(config["norm"]))
-        sampler = DistributedSampler(train_set, world, rank, shuffle=True, seed=config["seed"],
-                                     drop_last=True)
-        loader = DataLoader(train_set, batch_size=per_process_batch, sampler=sampler,
-                            drop_last=True)
-        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
-        loss_fn = nn.CrossEntropyLoss()
-        history = {"label": config["norm"], "loss": [], "train_acc": [], "test_acc": [],
-                   "seconds": []}
-        for epoch in range(epochs):
-            sampler.set_epoch(epoch)
-            net.train()
-            start, stats = time.perf_counter(), torch.zeros(3, dtype=torch.float64)
-            for xb, yb in loader:
-                logits = net(xb)
-                loss = loss_fn(logits, yb)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                stats += torch.tensor([loss.item() * len(yb), (logits.argmax(1) == yb).sum().item(),
-                                       len(yb)], dtype=torch.float64)
-            seconds = time.perf_counter() - start
-            dist.all_reduce(stats)              # loss and accuracy over every rank's samples
-            net.eval()
-            with torch.no_grad():
-                acc = (net.module(X_test).argmax(1) == y_test).double().mean().item()
-            history["loss"].append(stats[0].item() / stats[2].item())
-            history["train_acc"].append(stats[1].item() / stats[2].item())
-            history["test_acc"].append(acc)
-            history["seconds"].append(seconds)
-        results.append(history if rank == 0 else None)
-    return results

@@ -7,9 +7,12 @@ layers.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from torch import nn
+from torch.nn import functional as F
+
+from normtext import torch as nt
 
 NormFactory = Callable[[int, int], nn.Module]
 
@@ -21,18 +24,17 @@ def torch_batch_norm(num_features: int, spatial_dims: int) -> nn.Module:
 
 def normtext_batch_norm(num_features: int, spatial_dims: int) -> nn.Module:
     """normtext's from-scratch BatchNorm."""
-    from normtext import torch as nt
     return nt.BatchNorm2d(num_features) if spatial_dims == 2 else nt.BatchNorm1d(num_features)
 
 
 def lenet(norm: Optional[NormFactory] = None, activation: Callable[[], nn.Module] = nn.Sigmoid,
           norm_after_activation: bool = False, bias: bool = True, in_size: int = 28) -> nn.Sequential:
-    """LeNet-5 as in D2L (seed 004): two 5x5 convolutions, max pooling, three dense layers.
+    """LeNet-5 as in Dive into Deep Learning's BatchNorm section: two 5x5 convolutions, max pooling, three dense layers.
 
     Args:
         norm: a norm factory, placed after every convolution and hidden dense
             layer, or ``None`` for the plain network.
-        activation: the nonlinearity (the seed uses the sigmoid).
+        activation: the nonlinearity (D2L uses the sigmoid).
         norm_after_activation: place the norm after the nonlinearity instead of before it.
         bias: give the convolutions and dense layers a bias (BN makes it redundant).
         in_size: the side of the square input (28 for MNIST).
@@ -56,45 +58,64 @@ def lenet(norm: Optional[NormFactory] = None, activation: Callable[[], nn.Module
         nn.Linear(84, 10))
 
 
-# --- a small CNN for 8x8 digits, for the batch-size sweep of the GroupNorm chapter (issue 4) ---
+# --- the small CNN of the GroupNorm, LRN, More normalizations and SyncBatchNorm chapters ---
 
 def normtext_group_norm(num_groups: int) -> NormFactory:
     """A factory of normtext's GroupNorm with ``num_groups`` groups (after convolutions only)."""
     def factory(num_features: int, spatial_dims: int) -> nn.Module:
-        from normtext import torch as nt
         return nt.GroupNorm(num_groups, num_features)
     return factory
 
 
-def small_cnn(norm: Optional[NormFactory] = None, width: int = 16,
-              conv_bias: Optional[bool] = None) -> nn.Sequential:
-    """Three 3x3 convolutions (width, width, 2 width channels) with a norm and ReLU each,
-    global average pooling and a linear classifier; for 8x8 inputs (``digits_8x8``).
+def small_cnn(norm: Optional[NormFactory] = None, *, channels: Sequence[int] = (16, 16, 32),
+              pool_after: Sequence[int] = (1,), pooled_side: int = 1,
+              conv: Callable[..., nn.Module] = nn.Conv2d, conv_bias: Optional[bool] = None,
+              in_channels: int = 1, num_classes: int = 10) -> nn.Sequential:
+    """The book's small CNN for digits: 3x3 convolution blocks, average pooling, a linear classifier.
 
-    ``conv_bias=None`` gives the convolutions a bias only without a norm (a norm
-    that subtracts a mean and adds beta makes it redundant); pass ``True`` for a
-    norm without a shift, such as LRN.
+    Each block is a 3x3 convolution (padding 1), the norm and a ReLU, followed
+    by a 2x2 max pooling when its index is in ``pool_after``; the head averages
+    each channel down to ``pooled_side x pooled_side`` and classifies. The
+    chapters use three settings:
+
+    * GroupNorm and LRN on 8x8 digits: the defaults, 16-16-32 channels, one
+      pooling after the second block, global average pooling;
+    * weight standardization on 28x28 MNIST: ``channels=(8, 16), pool_after=(0, 1),
+      pooled_side=4, conv=WSConv2d``;
+    * SyncBatchNorm's data-parallel run on 8x8 digits: ``channels=(16, 32),
+      pool_after=(1,), pooled_side=4`` (the 4x4 pooling keeps every position).
+
+    Args:
+        norm: a norm factory ``(num_features, spatial_dims) -> module``, or ``None``.
+        channels: the output channels of each convolution block.
+        pool_after: the blocks followed by a 2x2 max pooling.
+        pooled_side: the side of the adaptive average pooling before the classifier.
+        conv: the convolution class (``WSConv2d`` for weight standardization).
+        conv_bias: ``None`` gives the convolutions a bias only without a norm (a
+            norm that subtracts a mean and adds beta makes it redundant); pass
+            ``True`` for a norm without a shift, such as LRN.
     """
     bias = norm is None if conv_bias is None else conv_bias
-
-    def block(c_in, c_out):
-        parts = [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=bias)]
+    layers, c_in = [], in_channels
+    for i, c_out in enumerate(channels):
+        layers.append(conv(c_in, c_out, kernel_size=3, padding=1, bias=bias))
         if norm is not None:
-            parts.append(norm(c_out, 2))
-        return parts + [nn.ReLU()]
+            layers.append(norm(c_out, 2))
+        layers.append(nn.ReLU())
+        if i in pool_after:
+            layers.append(nn.MaxPool2d(2))
+        c_in = c_out
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(pooled_side), nn.Flatten(),
+                         nn.Linear(c_in * pooled_side ** 2, num_classes))
 
-    return nn.Sequential(*block(1, width), *block(width, width), nn.MaxPool2d(2),
-                         *block(width, 2 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                         nn.Linear(2 * width, 10))
 
-
-# --- LayerNorm chapter (issue 3): seed 000's CNN, corrected, and seed 001's networks ------
+# --- LayerNorm chapter: the LayerNorm tutorial's CNN, corrected, and the Keras study's networks ---
 
 def calc_activation_shape(dim, ksize, dilation=(1, 1), stride=(1, 1), padding=(0, 0)):
-    """The (H, W) a ``Conv2d``/``MaxPool2d`` produces from ``dim`` (seed 000's helper, corrected).
+    """The (H, W) a ``Conv2d``/``MaxPool2d`` produces from ``dim`` (the LayerNorm tutorial's helper, corrected).
 
     The output size per axis is ``floor((d + 2p - dilation * (k - 1) - 1) / stride) + 1``
-    (the formula in ``torch.nn.Conv2d``'s documentation). Seed 000 divided with ``/``
+    (the formula in ``torch.nn.Conv2d``'s documentation). The tutorial divided with ``/``
     and returned floats, which ``torch.nn.LayerNorm`` rejects; ``//`` floors and
     keeps ints. Scalars are accepted for every argument, as ``Conv2d`` does.
     """
@@ -103,15 +124,15 @@ def calc_activation_shape(dim, ksize, dilation=(1, 1), stride=(1, 1), padding=(0
 
     def shape_each_dim(i):
         odim_i = dim[i] + 2 * padding[i] - dilation[i] * (ksize[i] - 1) - 1
-        return odim_i // stride[i] + 1   # floor division: the seed's "/" gave floats
+        return odim_i // stride[i] + 1   # floor division: the tutorial's "/" gave floats
 
     return shape_each_dim(0), shape_each_dim(1)
 
 
 class Seed000Net(nn.Module):
-    """Seed 000's two-convolution network with LayerNorm over (C, H, W), made to run.
+    """The LayerNorm tutorial's two-convolution network with LayerNorm over (C, H, W), made to run.
 
-    The seed's code fails in five places: ``torch.nn.Conv2D`` and ``torch.nn.Dense``
+    The tutorial's code fails in five places: ``torch.nn.Conv2D`` and ``torch.nn.Dense``
     do not exist (``Conv2d``, ``Linear``), ``__init__`` never calls
     ``super().__init__()``, ``forward`` reads the undefined ``input`` instead of
     ``inputs``, ``calc_activation_shape`` returns floats, and the dense layer gets
@@ -120,7 +141,7 @@ class Seed000Net(nn.Module):
 
     Args:
         idim: the input's (H, W).
-        in_channels: 1 for MNIST (the seed's 3 is for RGB).
+        in_channels: 1 for MNIST (the tutorial's 3 is for RGB).
         num_classes: outputs.
         layer_norm: ``False`` replaces both LayerNorms by the identity (the baseline).
         norm: a ``normalized_shape -> module`` factory (default ``normtext.torch.LayerNorm``).
@@ -130,7 +151,7 @@ class Seed000Net(nn.Module):
                  layer_norm: bool = True, norm=None):
         super().__init__()
         if norm is None:
-            from normtext.torch import LayerNorm as norm
+            norm = nt.LayerNorm
         make = norm if layer_norm else (lambda shape: nn.Identity())
         self.layer1 = nn.Conv2d(in_channels, 5, 3)
         ln_shape = calc_activation_shape(idim, 3)       # the output of the convolution
@@ -141,23 +162,21 @@ class Seed000Net(nn.Module):
         self.layer3 = nn.Linear(10 * ln_shape[0] * ln_shape[1], num_classes)
 
     def forward(self, inputs):
-        from torch.nn import functional as F
         x = F.relu(self.norm1(self.layer1(inputs)))
         x = F.relu(self.norm2(self.layer2(x)))
         return self.layer3(x.flatten(1))                # logits: the loss applies the softmax
 
 
 def seed001_lenet(dense_norm: Optional[str] = None, conv_norm: bool = False) -> nn.Sequential:
-    """Seed 001's Keras LeNet in PyTorch: conv 6@5x5, pool, conv 16@5x5, pool, dense 120, 84, 10, tanh.
+    """The Keras LeNet of senliuy's BN-vs-LN study, in PyTorch: conv 6@5x5, pool, conv 16@5x5, pool, dense 120, 84, 10, tanh.
 
     Args:
         dense_norm: ``None``, ``"bn"`` (``nn.BatchNorm1d``) or ``"ln"``
             (``normtext.torch.LayerNorm``) after the tanh of each hidden dense
-            layer, where the seed's ``model.add(LayerNormalization())`` puts it.
+            layer, where the study's ``model.add(LayerNormalization())`` puts it.
         conv_norm: also put a LayerNorm over (C, H, W) after each convolution's
-            tanh (seed 001, section 3.3).
+            tanh (the study's section 3.3).
     """
-    from normtext import torch as nt
     norm = {None: None, "bn": nn.BatchNorm1d, "ln": nt.LayerNorm}[dense_norm]
     after = lambda n: [norm(n)] if norm is not None else []
     conv_ln = lambda shape: [nt.LayerNorm(shape)] if conv_norm else []

@@ -1,7 +1,7 @@
 """The small experiments of book/more-norms: conditional generators, gradient normalization.
 
 Each function trains one model from a seed and returns plain numbers (and
-arrays as lists) so that :func:`normtext.train.cached` can store the result.
+arrays as lists) so that :func:`normtext.experiments.train.cached` can store the result.
 """
 from __future__ import annotations
 
@@ -9,6 +9,14 @@ import time
 from typing import Optional
 
 import numpy as np
+import torch
+from torch import nn
+
+from normtext.experiments.train import evaluate_torch, seed_everything
+from normtext.testing import timing
+from normtext.torch import functional as F
+from normtext.torch.more import (AdaptiveInstanceNorm2d, ConditionalBatchNorm2d, batch_whitening,
+                                 clip_grad_norm_, normalize_grad_)
 
 
 def class_mean_bounds(data) -> dict:
@@ -33,9 +41,6 @@ def make_generator(norm: str, z_dim: int = 16, width: int = 32, num_classes: int
     per class) or ``"adain"`` (:class:`~normtext.torch.more.AdaptiveInstanceNorm2d`:
     gamma/beta from an MLP on a learned class embedding).
     """
-    import torch
-    from torch import nn
-    from normtext.torch.more import AdaptiveInstanceNorm2d, ConditionalBatchNorm2d
 
     class Generator(nn.Module):
         def __init__(self):
@@ -77,8 +82,6 @@ def train_generator(norm: str, data, *, epochs: int, seed: int, lr: float = 3e-3
     Returns the test MSE (fresh noise, the test digits' classes), the training
     loss per epoch, and 10 generated digits per class (eval mode) as lists.
     """
-    import torch
-    from normtext.experiments.train import seed_everything
 
     seed_everything(seed)
     gen = make_generator(norm, z_dim=z_dim)
@@ -113,7 +116,6 @@ def train_generator(norm: str, data, *, epochs: int, seed: int, lr: float = 3e-3
 
 def mlp(width: int = 128):
     """A three-layer ReLU perceptron for the 8x8 digits."""
-    from torch import nn
     return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU(),
                          nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10))
 
@@ -127,9 +129,6 @@ def train_with_gradient_rule(rule: str, data, *, lr: float, epochs: int, seed: i
     Returns the test accuracy, the final training loss (``nan`` once it diverged)
     and the total gradient norm before the rule, per step.
     """
-    import torch
-    from normtext.torch.more import clip_grad_norm_, normalize_grad_
-    from normtext.experiments.train import evaluate_torch, seed_everything
 
     seed_everything(seed)
     net = mlp()
@@ -176,9 +175,6 @@ def time_normalize_step(d: int, m: int, method: str, repeats: int = 5,
     (:func:`~normtext.torch.more.batch_whitening`, eigendecomposition) or
     ``"newton-schulz"`` (ZCA by ``iterations`` Newton-Schulz steps).
     """
-    import torch
-    from normtext.torch import functional as F
-    from normtext.torch.more import batch_whitening
 
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(m, d, generator=gen) @ (torch.eye(d) + 0.1 * torch.randn(d, d, generator=gen))
@@ -188,11 +184,5 @@ def time_normalize_step(d: int, m: int, method: str, repeats: int = 5,
         fn = lambda: batch_whitening(x, training=True, iterations=iterations or 5)
     else:
         fn = lambda: batch_whitening(x, training=True, method=method)
-    fn()  # warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        with torch.no_grad():
-            fn()
-        times.append(time.perf_counter() - start)
-    return float(np.min(times))
+    with torch.no_grad():
+        return min(timing.repeat(fn, repeats, warmup=1))

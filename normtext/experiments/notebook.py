@@ -1,7 +1,68 @@
-"""Show the package's own source in the book, so that book and package never drift apart."""
+"""What every chapter notebook needs around its content: the opening setup, the
+package's own source shown in the book, and the small tables of the parity and
+error checks.
+"""
 from __future__ import annotations
 
 import inspect
+from typing import Any, Callable, Dict, NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+
+from normtext import mxnet_available, quick_mode
+from normtext.experiments.train import seed_everything, torch_device
+from normtext.testing.provenance import environment, environment_line
+
+__all__ = ["Setup", "setup", "show_source", "parity_row", "error_of", "error_table"]
+
+MXNET_NOTE = ("MXNet is not installed (its wheels exist for Linux x86_64 only): "
+              "the MXNet cells of this chapter are skipped.")
+
+
+class Setup(NamedTuple):
+    """What a chapter's first cell unpacks: ``QUICK, HAS_MXNET, DEVICE, rng = setup()``."""
+
+    quick: bool
+    has_mxnet: bool
+    device: torch.device
+    rng: np.random.Generator
+
+
+def setup(seed: int = 0, threads: int | None = None) -> Setup:
+    """A chapter's opening bookkeeping, in one call.
+
+    Sets PyTorch's thread count when ``threads`` is given (before anything
+    runs), draws matplotlib figures inline, seeds Python, NumPy, PyTorch and
+    MXNet with ``seed``, and prints the one-line environment (versions and the
+    device the chapter runs on), a note when MXNet is missing (its cells then
+    skip), and whether the experiments run in quick mode.
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    _matplotlib_inline()
+    seed_everything(seed)
+    device = torch_device()
+    has_mxnet = mxnet_available()
+    print(environment_line(environment(str(device))))
+    if not has_mxnet:
+        print(MXNET_NOTE)
+    quick = quick_mode()
+    print("experiments:", "QUICK (fewer data, epochs and seeds: verdicts mean nothing)"
+          if quick else "full")
+    return Setup(quick, has_mxnet, device, np.random.default_rng(seed))
+
+
+def _matplotlib_inline() -> None:
+    """``%matplotlib inline`` when running under IPython; nothing elsewhere."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.run_line_magic("matplotlib", "inline")
 
 
 def show_source(obj, lines: slice | None = None):
@@ -17,19 +78,32 @@ def show_source(obj, lines: slice | None = None):
     return Markdown(f"From `{where}`:\n\n```python\n{source.rstrip()}\n```")
 
 
-def environment() -> str:
-    """One line with the versions and the device, printed at the top of every chapter."""
-    import platform
-    import numpy as np
-    import torch
-    from normtext import __version__, mxnet_available
-    parts = [f"python {platform.python_version()}", f"numpy {np.__version__}",
-             f"torch {torch.__version__}"]
-    if mxnet_available():
-        import mxnet as mx
-        parts.append(f"mxnet {mx.__version__}")
-    else:
-        parts.append("mxnet not installed (Linux x86_64 only): MXNet cells are skipped")
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else \
-        f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    return f"normtext {__version__} | " + " | ".join(parts) + f" | device: {device}"
+def parity_row(label: str, result, **columns: Any) -> Dict[str, Any]:
+    """One row of a chapter's parity table from a :class:`~normtext.testing.compare.Comparison`.
+
+    ``columns`` (the input's shape, the options) come after the label; then the
+    largest relative error of each quantity, and whether all were within tolerance.
+    """
+    row = {"comparison": label, **columns}
+    row.update({r["quantity"]: r["max rel err"] for r in result.rows})
+    row["all within tolerance"] = result.ok
+    return row
+
+
+def error_of(f: Callable[[], Any]) -> str:
+    """``"ExceptionType: message"`` for what ``f()`` raises, or ``"no error"``."""
+    try:
+        f()
+    except Exception as e:  # noqa: BLE001 - showing the error is the point
+        return f"{type(e).__name__}: {e}"
+    return "no error"
+
+
+def error_table(cases: Dict[str, Callable[[Any], Any]], implementations: Dict[str, Any]) -> pd.DataFrame:
+    """What each case raises under each implementation: one row per case, one column per implementation.
+
+    ``cases`` maps a description to a function of the implementation (for
+    example ``lambda F: F.group_norm(x, 4)`` with ``F`` a functional module).
+    """
+    return pd.DataFrame({name: {case: error_of(lambda: f(impl)) for case, f in cases.items()}
+                         for name, impl in implementations.items()})

@@ -2,7 +2,7 @@
 
 Both loops print a tqdm progress bar and return a :class:`History`: per epoch
 the mean training loss, train and test accuracy and seconds, plus the device.
-:mod:`normtext.plot` draws histories.
+:mod:`normtext.experiments.plot` draws histories.
 
 :func:`cached` stores the result of a long run on disk, keyed by its
 configuration and by the source code of normtext, so that a rebuild of the book
@@ -18,10 +18,16 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
+import pandas as pd
+import torch
+from torch import nn
 from tqdm.auto import tqdm
+
+from normtext import mxnet_available, quick_mode
+from normtext.experiments.data import gluon_loader, torch_loader
 
 
 @dataclass
@@ -30,6 +36,7 @@ class History:
 
     label: str = ""
     device: str = "cpu"
+    seed: Optional[int] = None
     loss: List[float] = field(default_factory=list)
     train_acc: List[float] = field(default_factory=list)
     test_acc: List[float] = field(default_factory=list)
@@ -50,9 +57,7 @@ def seed_everything(seed: int) -> None:
     """Fix Python's, NumPy's, PyTorch's and (when present) MXNet's generators."""
     random.seed(seed)
     np.random.seed(seed)
-    import torch
     torch.manual_seed(seed)
-    from normtext import mxnet_available
     if mxnet_available():
         import mxnet as mx
         mx.random.seed(seed)
@@ -60,7 +65,6 @@ def seed_everything(seed: int) -> None:
 
 def torch_device(prefer: str | None = None):
     """CUDA when present (or when asked for), else the CPU."""
-    import torch
     if prefer is not None:
         return torch.device(prefer)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -81,14 +85,11 @@ def mxnet_context():
 
 def train_torch(net, data, *, epochs: int, lr: float, batch_size: int, device=None,
                 seed: int = 0, label: str = "", progress: bool = True, optimizer: str = "sgd"):
-    """Train a PyTorch classifier with cross-entropy; ``data`` is a :class:`normtext.data.Split`.
+    """Train a PyTorch classifier with cross-entropy; ``data`` is a :class:`normtext.experiments.data.Split`.
 
     ``net`` is a module, or better a function that builds one: it is then built
     after the generators are seeded, so the initialization is reproducible too.
     """
-    import torch
-    from torch import nn
-    from normtext.experiments.data import torch_loader
 
     device = torch_device() if device is None else torch.device(device)
     seed_everything(seed)
@@ -96,7 +97,7 @@ def train_torch(net, data, *, epochs: int, lr: float, batch_size: int, device=No
     train_iter = torch_loader(data.X_train, data.y_train, batch_size, shuffle=True, seed=seed)
     opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(net.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
-    history = History(label=label, device=str(device))
+    history = History(label=label, device=str(device), seed=seed)
     for _ in tqdm(range(epochs), desc=label or "train", disable=not progress, leave=False):
         net.train()
         start, total, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
@@ -119,7 +120,6 @@ def train_torch(net, data, *, epochs: int, lr: float, batch_size: int, device=No
 
 
 def evaluate_torch(net, X, y, device, batch_size: int = 1000) -> float:
-    import torch
     net.eval()
     correct = 0
     with torch.no_grad():
@@ -138,7 +138,6 @@ def train_gluon(net, data, *, epochs: int, lr: float, batch_size: int, ctx=None,
     """
     import mxnet as mx
     from mxnet import autograd, gluon
-    from normtext.experiments.data import gluon_loader
 
     ctx = mxnet_context() if ctx is None else ctx
     seed_everything(seed)
@@ -146,7 +145,7 @@ def train_gluon(net, data, *, epochs: int, lr: float, batch_size: int, ctx=None,
     train_iter = gluon_loader(data.X_train, data.y_train, batch_size, shuffle=True)
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    history = History(label=label, device=str(ctx))
+    history = History(label=label, device=str(ctx), seed=seed)
     for _ in tqdm(range(epochs), desc=label or "train", disable=not progress, leave=False):
         start, total, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
         for X, y in train_iter:
@@ -173,6 +172,76 @@ def evaluate_gluon(net, X, y, ctx, batch_size: int = 1000) -> float:
         logits = net(mx.nd.array(X[i:i + batch_size], ctx=ctx))  # not recording: predict mode
         correct += (logits.argmax(axis=1).asnumpy().astype(np.int64) == y[i:i + batch_size]).sum()
     return correct / len(X)
+
+
+# --- runs over seeds, cached, and their summaries -------------------------------------
+
+def cached_train(name: str, build: Callable, data, *, seed: int, label: str,
+                 key: Optional[Dict[str, Any]] = None, fit: Callable = train_torch,
+                 threads: Optional[int] = None, **train_kwargs) -> History:
+    """``fit(build, data, seed=seed, label=label, **train_kwargs)``, computed once and cached.
+
+    The cache key is ``name``, ``key`` (what else distinguishes the run, such as
+    a norm's settings), the label, the seed, the training arguments, the data's
+    size and the quick-mode flag: everything but ``build`` itself, which the
+    label must name. ``fit`` is :func:`train_torch` or :func:`train_gluon`;
+    ``threads`` runs it with that many PyTorch threads (tiny models run faster
+    on one, and do not contend with other processes).
+    """
+    config = dict(key or {}, label=label, seed=seed, n_train=len(data.X_train),
+                  n_test=len(data.X_test), quick=quick_mode(),
+                  **{k: v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
+                     for k, v in train_kwargs.items()})
+
+    def run():
+        before = torch.get_num_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            return fit(build, data, seed=seed, label=label, progress=False, **train_kwargs)
+        finally:
+            torch.set_num_threads(before)
+
+    return cached(name, config, run)
+
+
+def cached_seeds(name: str, builds: Dict[str, Callable], data, *, seeds: Sequence[int],
+                 **kwargs) -> Dict[str, List[History]]:
+    """:func:`cached_train` for every build (by label) and seed: ``{label: [History per seed]}``.
+
+    Every build runs the same seeds, so the arms can be compared seed by seed
+    (:func:`normtext.experiments.verdict.paired_verdict` with :func:`per_seed`).
+    """
+    return {label: [cached_train(name, build, data, seed=s, label=label, **kwargs) for s in seeds]
+            for label, build in builds.items()}
+
+
+def per_seed(histories: Sequence[History], metric: Callable[[History], float] = None) -> Dict[int, float]:
+    """``{seed: metric(history)}``, by default the final test accuracy, for a paired verdict."""
+    metric = metric or (lambda h: h.test_acc[-1])
+    seeds = [h.seed for h in histories]
+    if None in seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"each history needs its own seed to be paired, got {seeds}")
+    return {h.seed: float(metric(h)) for h in histories}
+
+
+def summarize(runs: Dict[str, List[History]]):
+    """One row per label: seeds, mean training loss over all epochs, final loss, final test
+    accuracy (mean and sample standard deviation over seeds), seconds per epoch, device.
+
+    Returns a ``pandas.DataFrame`` indexed by the label.
+    """
+    rows = []
+    for label, hs in runs.items():
+        acc = np.array([h.test_acc[-1] for h in hs])
+        rows.append({"run": label, "seeds": len(hs),
+                     "mean train loss": float(np.mean([np.mean(h.loss) for h in hs])),
+                     "final train loss": float(np.mean([h.loss[-1] for h in hs])),
+                     "final test acc": float(acc.mean()),
+                     "std over seeds": float(acc.std(ddof=1)) if len(acc) > 1 else float("nan"),
+                     "s / epoch": float(np.mean([np.median(h.seconds) for h in hs])),
+                     "device": hs[0].device})
+    return pd.DataFrame(rows).set_index("run")
 
 
 # --- the cache -----------------------------------------------------------------------

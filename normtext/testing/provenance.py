@@ -41,8 +41,13 @@ def _nvidia_driver() -> Optional[str]:
         return None
 
 
-def environment(device: str = "cpu") -> dict:
-    """Provenance of a run on ``device``: machine, versions, date (and the GPU's, on CUDA)."""
+def environment(device: Optional[str] = None) -> dict:
+    """Provenance of a run on ``device``: machine, versions, date (and the GPU's, on CUDA).
+
+    ``device`` defaults to CUDA when PyTorch sees a GPU, else the CPU.
+    """
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     env = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
            "normtext": __version__, "python": platform.python_version(),
            "numpy": np.__version__, "torch": torch.__version__, "mxnet": _installed("mxnet"),

@@ -31,7 +31,7 @@ from ._util import check_floating, compute_dtype
 __all__ = ["instance_statistics", "adain", "cross_norm", "CrossNorm",
            "batch_whitening", "BatchWhitening", "ConditionalBatchNorm2d",
            "AdaptiveInstanceNorm2d", "WeightNorm", "weight_norm", "standardize_weight",
-           "WSConv2d", "conv_net", "clip_grad_norm_", "normalize_grad_"]
+           "WSConv2d", "clip_grad_norm_", "normalize_grad_"]
 
 
 # --- the normalize step, with another instance's statistics --------------------------
@@ -420,7 +420,7 @@ class WSConv2d(nn.Conv2d):
     Same constructor (plus ``ws_eps``) and parameters as ``nn.Conv2d``; the
     stored ``weight`` is unconstrained, the one used is
     :func:`standardize_weight` of it. Pair it with GroupNorm for micro-batches,
-    as Qiao et al. do (:func:`conv_net` builds such a network).
+    as Qiao et al. do.
     """
 
     def __init__(self, *args, ws_eps: float = 1e-5, **kwargs) -> None:
@@ -430,22 +430,6 @@ class WSConv2d(nn.Conv2d):
 
     def forward(self, input: Tensor) -> Tensor:
         return self._conv_forward(input, standardize_weight(self.weight, self.ws_eps), self.bias)
-
-
-def conv_net(norm=None, conv=nn.Conv2d, width: int = 16, num_classes: int = 10) -> nn.Sequential:
-    """A small CNN for digits: two 3x3 conv blocks with max pooling, a 4x4 average pool, a linear layer.
-
-    ``norm(channels)`` builds the norm after each convolution (e.g.
-    ``lambda c: nn.GroupNorm(4, c)``), ``conv`` the convolution class
-    (:class:`WSConv2d` for weight standardization).
-    """
-    def block(cin, cout):
-        layers = [conv(cin, cout, kernel_size=3, padding=1, bias=norm is None)]
-        layers += [norm(cout)] if norm is not None else []
-        return layers + [nn.ReLU(), nn.MaxPool2d(2)]
-    return nn.Sequential(*block(1, width), *block(width, 2 * width),
-                         nn.AdaptiveAvgPool2d(4), nn.Flatten(),
-                         nn.Linear(2 * width * 16, num_classes))
 
 
 # --- normalizing the gradients -------------------------------------------------------
