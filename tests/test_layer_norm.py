@@ -132,13 +132,17 @@ def test_functional_rms_norm_matches_torch(shape, ns, dtype, eps):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_is_computed_in_float32(dtype):
-    x = torch.randn(4, 64, dtype=dtype)
-    ns = (64,)
+    # long rows with a large mean: where computing in the half dtype itself shows
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(4, 4096, generator=g, dtype=torch.float64) + 8).to(dtype)
+    ns = (4096,)
     want = torch.tensor(ref.layer_norm(x.double().numpy(), ns).y)
     got = NF.layer_norm(x, ns)
     assert got.dtype == dtype
     assert rel_err(got, want) <= tol("bfloat16" if dtype == torch.bfloat16 else "float16", ns)
     assert rel_err(got, TF.layer_norm(x, ns)) <= tol(str(dtype).split(".")[1], ns)
+    # what the name says: float32 statistics, one rounding at the end
+    compare.assert_rounded_from_float32(got, want)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
