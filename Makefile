@@ -6,6 +6,15 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+# The book's source folder (tests/test_packaging.py builds a one-notebook book with these targets).
+BOOK   ?= .
+# Each build mode has its own folder, hence its own jupyter-cache and doctrees:
+# a full build never reuses the outputs of a quick one, nor the reverse.
+FULL_HTML  = $(BOOK)/_build/html
+QUICK_OUT  = $(BOOK)/_build/quick
+QUICK_HTML = $(QUICK_OUT)/_build/html
+# The browser test opens the book built last (quick or full), unless told which.
+BOOK_HTML ?= $(patsubst %/index.html,%,$(firstword $(shell ls -t $(FULL_HTML)/index.html $(QUICK_HTML)/index.html 2>/dev/null) $(FULL_HTML)/index.html))
 # Results of long training runs are cached here, keyed by configuration and code.
 export NORMTEXT_CACHE ?= $(CURDIR)/_build/normtext-cache
 export PYTHONHASHSEED = 0
@@ -21,13 +30,15 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --no-deps -e .
 	touch $(STAMP)
 
-# The book with the full experiments, every notebook executed (cached by jupyter-cache).
+# The book with the full experiments, every notebook executed (cached by jupyter-cache
+# in _build/.jupyter_cache), into _build/html.
 book: $(STAMP)
-	$(BIN)/jupyter-book build . -W --keep-going
+	NORMTEXT_QUICK=0 $(BIN)/jupyter-book build $(BOOK) -W --keep-going
 
-# The book with the quick experiments (NORMTEXT_QUICK=1), as CI builds it.
+# The book with the quick experiments (NORMTEXT_QUICK=1), as CI builds it, in its
+# own folder: _build/quick/_build/html, with its own cache beside it.
 quick-book: $(STAMP)
-	NORMTEXT_QUICK=1 $(BIN)/jupyter-book build . -W --keep-going
+	NORMTEXT_QUICK=1 $(BIN)/jupyter-book build $(BOOK) --path-output $(QUICK_OUT) -W --keep-going
 
 # Unit tests plus every notebook run by nbval, in quick mode.
 test: $(STAMP)
@@ -36,7 +47,9 @@ test: $(STAMP)
 # The built book as a reader sees it: every page in headless Chromium (Debian's
 # package chromium, driven by Playwright; nothing downloaded). Needs a built book.
 browser-test: $(STAMP)
-	NORMTEXT_BROWSER_TEST=1 $(BIN)/python -m pytest tests/browser -q -p no:randomly
+	@echo "browser test of $(BOOK_HTML)"
+	NORMTEXT_BROWSER_TEST=1 NORMTEXT_HTML_DIR=$(BOOK_HTML) $(BIN)/python -m pytest tests/browser -q -p no:randomly
+	cat $(BOOK_HTML)/../screenshots/browser-report.txt
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q
