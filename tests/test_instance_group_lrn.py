@@ -262,7 +262,12 @@ def test_instance_norm_errors_match_torch(case):
     _same_error(lambda: IN_ERRORS[case](F.instance_norm), lambda: IN_ERRORS[case](TF.instance_norm))
 
 
-@pytest.mark.parametrize("case", list(GN_ERRORS))
+# The text of these two is torch 2.13's (later releases print the bias's own shape).
+TORCH_MESSAGE = {"bias size (prints the weight's shape)", "bias size, no weight"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.torch_message)
+                                  if c in TORCH_MESSAGE else c for c in GN_ERRORS])
 def test_group_norm_errors_match_torch(case):
     _same_error(lambda: GN_ERRORS[case](F.group_norm), lambda: GN_ERRORS[case](TF.group_norm))
 
