@@ -63,10 +63,7 @@ def test_fold_equals_unfolded_and_torch_fusion(make_layer, make_bn, shape, linea
     fan_in = layer.weight[0].numel()
     tol = compare.tolerance("float32", fan_in)
     assert rel(folded(x), want) < tol
-    if linear and not affine:
-        # torch 2.13's fuse_linear_bn_eval multiplies by bn.weight, which is None here
-        with pytest.raises(TypeError):
-            fuse_linear_bn_eval(layer, bn)
+    if linear and not affine:   # torch's fuse_linear_bn_eval needs gamma (see below)
         return
     theirs = (fuse_linear_bn_eval if linear else fuse_conv_bn_eval)(layer, bn)
     assert rel(theirs(x), want) < tol
@@ -81,6 +78,17 @@ def test_fold_equals_unfolded_and_torch_fusion(make_layer, make_bn, shape, linea
     assert folded is not layer and folded.weight is not layer.weight
 
 
+@pytest.mark.torch_message
+def test_torch_fuse_linear_needs_bn_affine():
+    """torch 2.13's fuse_linear_bn_eval multiplies by bn.weight, None without affine; ours folds."""
+    lin, bn = nn.Linear(4, 3).eval(), randomized_bn(nn.BatchNorm1d(3, affine=False))
+    with pytest.raises(TypeError):
+        fuse_linear_bn_eval(lin, bn)
+    x = torch.randn(5, 4)
+    assert rel(P.fold_batch_norm(lin, bn)(x), bn(lin(x))) < compare.tolerance("float32", 4)
+
+
+@pytest.mark.torch_message
 def test_fold_errors_match_torch():
     conv, bn = nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4)
     for ours, theirs in [(lambda: P.fold_batch_norm(conv, bn), lambda: fuse_conv_bn_eval(conv, bn))]:
@@ -163,6 +171,7 @@ def test_frozen_batch_norm_semantics():
     assert torch.equal(fresh(x), frozen(x))
 
 
+@pytest.mark.torch_message
 def test_frozen_batch_norm_errors_like_batch_norm_2d():
     with pytest.raises(ValueError, match=r"expected 4D input \(got 3D input\)"):
         nn.BatchNorm2d(5)(torch.randn(2, 5, 3))
@@ -295,6 +304,7 @@ def test_batch_renorm_unclipped_trains_with_population_statistics():
     assert rel(x.grad, xd.grad) < compare.tolerance("float32", 6)
 
 
+@pytest.mark.torch_message
 def test_batch_renorm_errors_match_batch_norm():
     for ours, theirs, x in [(P.BatchRenorm1d(3), nn.BatchNorm1d(3), torch.randn(1, 3)),
                             (P.BatchRenorm2d(3), nn.BatchNorm2d(3), torch.randn(2, 3, 4))]:
@@ -340,6 +350,7 @@ def test_one_ghost_batch_is_batch_norm():
     assert list(ghost.state_dict()) == list(bn.state_dict())
 
 
+@pytest.mark.torch_message
 def test_ghost_batch_of_one_is_refused_as_by_batch_norm():
     with pytest.raises(ValueError) as want:
         nn.BatchNorm1d(3)(torch.randn(1, 3))
