@@ -238,3 +238,13 @@ def test_summarize_uses_the_sample_standard_deviation():
     table = train.summarize({"x": hs})
     assert table.loc["x", "seeds"] == 2 and table.loc["x", "final test acc"] == pytest.approx(0.85)
     assert table.loc["x", "std over seeds"] == pytest.approx(np.std([0.8, 0.9], ddof=1))
+
+
+def test_say_picks_the_sentence_of_the_outcome():
+    sentences = dict(reproduced="A wins.", contradicted="B wins.", inconclusive="No winner.")
+    a, b = [0.9, 0.92, 0.91], [0.8, 0.81, 0.79]
+    assert paired_verdict(a, b, quick=False).say(**sentences) == "A wins."
+    assert paired_verdict(b, a, quick=False).say(**sentences) == "B wins."
+    assert paired_verdict([0.9, 0.7], [0.8, 0.8], quick=False).say(**sentences) == "No winner."
+    assert "means nothing" in paired_verdict(a, b, quick=True).say(**sentences)
+    assert train.summarize({}).empty

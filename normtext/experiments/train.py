@@ -241,7 +241,9 @@ def summarize(runs: Dict[str, List[History]]):
                      "std over seeds": float(acc.std(ddof=1)) if len(acc) > 1 else float("nan"),
                      "s / epoch": float(np.mean([np.median(h.seconds) for h in hs])),
                      "device": hs[0].device})
-    return pd.DataFrame(rows).set_index("run")
+    columns = ["run", "seeds", "mean train loss", "final train loss", "final test acc",
+               "std over seeds", "s / epoch", "device"]
+    return pd.DataFrame(rows, columns=columns).set_index("run")
 
 
 # --- the cache -----------------------------------------------------------------------

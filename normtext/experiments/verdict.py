@@ -62,6 +62,12 @@ class Verdict:
     def contradicted(self) -> bool:
         return self.outcome == "contradicted"
 
+    def say(self, reproduced: str, contradicted: str, inconclusive: str) -> str:
+        """The sentence that fits the outcome, so that a chapter's prose stays true on a rerun."""
+        text = {"reproduced": reproduced, "contradicted": contradicted,
+                "inconclusive": inconclusive}[self.outcome]
+        return text + (f" ({QUICK_NOTE}.)" if self.quick else "")
+
     def __str__(self) -> str:
         line = (f"{self.outcome}: {self.claim}: difference {self.mean:+.3g}, "
                 f"95% CI [{self.low:+.3g}, {self.high:+.3g}] over {self.n} seeds, "
