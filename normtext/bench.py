@@ -60,7 +60,7 @@ import torch
 
 from normtext.testing import registry
 from normtext.testing.provenance import environment
-from normtext.testing.timing import best_of, calibrate, per_call, quartiles, sync_for
+from normtext.testing.timing import calibrate, interleaved, per_call, quartiles, sync_for
 
 IMPLS = ("built-in", "normtext eager", "normtext compiled")
 FLOOR = "compiled affine"  # the floor of the compiled path, timed beside IMPLS
@@ -195,12 +195,8 @@ def bench_case(case: registry.NormCase, shape, *, device: str = "cpu",
         calls = {name: _pass_fn(fn, x, w, b, dy, backward) for name, fn in fns.items()}
         if same_size_bw is None:
             calls["copy"] = copy_call
-        numbers = {name: calibrate(call, sync, min_time / 3) for name, call in calls.items()}
-        times: Dict[str, List[float]] = {name: [] for name in calls}
+        times, numbers = interleaved(calls, repeats, sync, min_time)
         names = list(calls)
-        for r in range(repeats):
-            for name in names[r % len(names):] + names[:r % len(names)]:  # rotate the order
-                times[name].append(best_of(calls[name], numbers[name], sync))
         if "copy" in times:
             same_size_bw = 2 * x.numel() * itemsize / statistics.median(times.pop("copy"))
             names.remove("copy")
@@ -287,12 +283,8 @@ def bench_mxnet_case(case: registry.NormCase, shape, *, repeats: int = 5,
     rows = []
     for backward, make_call in ((False, forward), (True, forward_backward)):
         calls = {name: make_call(b) for name, b in blocks.items()}
-        numbers = {name: calibrate(c, sync, min_time / 3) for name, c in calls.items()}
-        times: Dict[str, List[float]] = {name: [] for name in calls}
+        times, numbers = interleaved(calls, repeats, sync, min_time)
         names = list(calls)
-        for r in range(repeats):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                times[name].append(best_of(calls[name], numbers[name], sync))
         for name in names:
             ratios = [t / t0 for t, t0 in zip(times[name], times["Gluon built-in"])]
             q1, med, q3 = quartiles(times[name])

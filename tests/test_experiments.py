@@ -13,7 +13,7 @@ from normtext.torch import more as M
 
 from normtext.experiments.verdict import paired_verdict, verdict_rows
 from normtext.testing.provenance import environment, environment_line
-from normtext.testing.timing import best_of, calibrate, measure, per_call, quartiles, repeat
+from normtext.testing.timing import best_of, calibrate, interleaved, measure, per_call, quartiles, repeat
 
 # --- the verdict rule ----------------------------------------------------------------------
 
@@ -248,3 +248,12 @@ def test_say_picks_the_sentence_of_the_outcome():
     assert paired_verdict([0.9, 0.7], [0.8, 0.8], quick=False).say(**sentences) == "No winner."
     assert "means nothing" in paired_verdict(a, b, quick=True).say(**sentences)
     assert train.summarize({}).empty
+
+
+def test_interleaved_rotates_the_order_every_round():
+    order = []
+    calls = {"a": lambda: order.append("a"), "b": lambda: order.append("b")}
+    times, numbers = interleaved(calls, repeats=2, min_time=0.0)
+    assert numbers == {"a": 1, "b": 1} and [len(t) for t in times.values()] == [2, 2]
+    rounds = order[6:]                      # after calibrate's three calls of each
+    assert rounds == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3

@@ -146,6 +146,7 @@ def train_gluon(net, data, *, epochs: int, lr: float, batch_size: int, ctx=None,
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     history = History(label=label, device=str(ctx), seed=seed)
+    # train_torch's loop in Gluon's words: the two frameworks share no step to factor out
     for _ in tqdm(range(epochs), desc=label or "train", disable=not progress, leave=False):
         start, total, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
         for X, y in train_iter:

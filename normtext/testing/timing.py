@@ -12,11 +12,12 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ["sync_for", "per_call", "best_of", "calibrate", "quartiles", "repeat", "measure"]
+__all__ = ["sync_for", "per_call", "best_of", "calibrate", "quartiles", "repeat", "measure",
+           "interleaved"]
 
 
 def _no_sync() -> None:
@@ -91,3 +92,22 @@ def measure(fn: Callable, *, repeats: int = 5, min_time: float = 0.02,
     """
     number = calibrate(fn, sync, min_time / 3)
     return quartiles([best_of(fn, number, sync) for _ in range(repeats)])
+
+
+def interleaved(calls: Dict[str, Callable], repeats: int, sync: Callable = _no_sync,
+                min_time: float = 0.02) -> Tuple[Dict[str, List[float]], Dict[str, int]]:
+    """``repeats`` rounds of :func:`best_of` for several functions, the order rotated every round.
+
+    Timing the competitors side by side, round after round, exposes them to
+    the same disturbances; rotating the order keeps any one of them from
+    always running first (after a pause) or last. Returns the seconds per call
+    of each round, by name, and the calls per block (each block lasts at least
+    ``min_time / 3``).
+    """
+    numbers = {name: calibrate(call, sync, min_time / 3) for name, call in calls.items()}
+    times: Dict[str, List[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(best_of(calls[name], numbers[name], sync))
+    return times, numbers
