@@ -94,8 +94,8 @@ def check_batch_norm(shape: Shape, *, training: bool, eps: float, momentum: Opti
     check_momentum(momentum)
     check_floating(dtype_is_floating, dtype_name, "batch_norm")
     channels = shape[1]
-    for name, s in (("weight", weight), ("bias", bias),
-                    ("running_mean", running_mean), ("running_var", running_var)):
+    for name, s in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
         check_per_channel(name, s, channels)
     if not training:
         if running_mean is None:

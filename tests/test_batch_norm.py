@@ -193,53 +193,7 @@ def test_hand_written_backward_equals_autograd_of_functional():
         torch.testing.assert_close(a, b)
 
 
-# --- bad input: the same exception type as PyTorch, before any arithmetic -------------
-
-def _raises_like_torch(ours, theirs):
-    with pytest.raises(Exception) as expected:
-        theirs()
-    with pytest.raises(type(expected.value)) as got:
-        ours()
-    return expected.value, got.value
-
-
-@pytest.mark.parametrize("case", [
-    "one value per channel", "one value per channel 4d", "running_mean size", "running_var size",
-    "weight size", "bias size", "integer input", "eps zero", "eps negative eval",
-    "no running stats in eval"])
-def test_functional_errors_match_torch(case):
-    rm, rv = torch.zeros(3), torch.ones(3)
-    args = {
-        "one value per channel": ((torch.randn(1, 3), rm, rv), dict(training=True)),
-        "one value per channel 4d": ((torch.randn(1, 3, 1, 1), rm, rv), dict(training=True)),
-        "running_mean size": ((torch.randn(4, 3), torch.zeros(4), rv), dict(training=True)),
-        "running_var size": ((torch.randn(4, 3), rm, torch.ones(2)), dict(training=True)),
-        "weight size": ((torch.randn(4, 3), rm, rv), dict(weight=torch.ones(4), training=True)),
-        "bias size": ((torch.randn(4, 3), rm, rv), dict(bias=torch.ones(2), training=True)),
-        "integer input": ((torch.randint(0, 5, (4, 3)), rm, rv), dict(training=True)),
-        "eps zero": ((torch.randn(4, 3), rm, rv), dict(training=True, eps=0.0)),
-        "eps negative eval": ((torch.randn(4, 3), rm, rv), dict(training=False, eps=-1.0)),
-        "no running stats in eval": ((torch.randn(4, 3), None, None), dict(training=False)),
-    }[case]
-    expected, got = _raises_like_torch(lambda: nt.functional.batch_norm(*args[0], **args[1]),
-                                       lambda: TF.batch_norm(*args[0], **args[1]))
-    assert str(got) == str(expected)
-
-
-@pytest.mark.parametrize("cls, theirs_cls, bad", [
-    (nt.BatchNorm1d, torch.nn.BatchNorm1d, (4, 3, 2, 2)),
-    (nt.BatchNorm2d, torch.nn.BatchNorm2d, (4, 3, 2)),
-    (nt.BatchNorm3d, torch.nn.BatchNorm3d, (4, 3, 2, 2))])
-def test_module_rejects_wrong_ndim_like_torch(cls, theirs_cls, bad):
-    expected, got = _raises_like_torch(lambda: cls(3)(torch.randn(bad)),
-                                       lambda: theirs_cls(3)(torch.randn(bad)))
-    assert str(got) == str(expected)
-
-
-def test_module_rejects_channel_mismatch_like_torch():
-    _raises_like_torch(lambda: nt.BatchNorm2d(4)(torch.randn(2, 3, 2, 2)),
-                       lambda: torch.nn.BatchNorm2d(4)(torch.randn(2, 3, 2, 2)))
-
+# --- bad input (the parity with torch's errors: tests/test_input_checks.py) -------------
 
 @pytest.mark.parametrize("momentum", [-0.1, 1.5])
 def test_momentum_outside_unit_interval_is_rejected(momentum):

@@ -209,58 +209,10 @@ def test_hand_backwards_equal_the_reference(shape, ns, rng):
 # --- errors: the same exception types (and shape messages) as PyTorch ----------------
 
 X = torch.randn(2, 3, 4)
-BAD = {
-    "normalized_shape does not match": lambda F: F.layer_norm(X, (3,)),
-    "normalized_shape longer than input": lambda F: F.layer_norm(X, (1, 2, 3, 4)),
-    "empty normalized_shape": lambda F: F.layer_norm(X, ()),
-    "0D input": lambda F: F.layer_norm(torch.tensor(1.0), ()),
-    "1D input of the wrong size": lambda F: F.layer_norm(torch.randn(5), (4,)),
-    "negative size": lambda F: F.layer_norm(X, (-4,)),
-    "int normalized_shape": lambda F: F.layer_norm(X, 4),
-    "str normalized_shape": lambda F: F.layer_norm(X, "4"),
-    "float in normalized_shape": lambda F: F.layer_norm(X, (4.0,)),
-    "weight of the wrong shape": lambda F: F.layer_norm(X, (4,), torch.ones(3)),
-    "weight of the right size, wrong shape": lambda F: F.layer_norm(X, (3, 4), torch.ones(12)),
-    "bias of the wrong shape": lambda F: F.layer_norm(X, (4,), None, torch.ones(1, 4)),
-    "weight checked before the input": lambda F: F.layer_norm(X, (3,), torch.ones(5)),
-    "integer input": lambda F: F.layer_norm(torch.ones(2, 4, dtype=torch.long), (4,)),
-    "bool input": lambda F: F.layer_norm(torch.ones(2, 4, dtype=torch.bool), (4,)),
-    "rms: normalized_shape does not match": lambda F: F.rms_norm(X, (3,)),
-    "rms: normalized_shape longer than input": lambda F: F.rms_norm(X, (1, 2, 3, 4)),
-    "rms: empty normalized_shape": lambda F: F.rms_norm(X, ()),
-    "rms: 1D input of the wrong size": lambda F: F.rms_norm(torch.randn(5), (4,)),
-    "rms: int normalized_shape": lambda F: F.rms_norm(X, 4),
-    "rms: weight of the wrong shape": lambda F: F.rms_norm(X, (4,), torch.ones(1, 4)),
-    "rms: weight checked before the input": lambda F: F.rms_norm(X, (1, 2, 3, 4), torch.ones(5)),
-    "rms: integer input": lambda F: F.rms_norm(torch.ones(2, 4, dtype=torch.long), (4,)),
-}
-# dtype mismatches: PyTorch's CPU kernel words these several ways; the type is compared
-BAD_TYPE_ONLY = {
-    "float input, half weight": lambda F: F.layer_norm(X, (4,), torch.ones(4).half()),
-    "double input, float weight": lambda F: F.layer_norm(X.double(), (4,), torch.ones(4)),
-    "float input, float weight, half bias": lambda F: F.layer_norm(
-        X, (4,), torch.ones(4), torch.ones(4).half()),
-    "float input, integer weight": lambda F: F.layer_norm(X, (4,), torch.ones(4, dtype=torch.long)),
-}
-
-
 def _raised(f):
     with pytest.raises(Exception) as info:
         f()
     return info.value
-
-
-@pytest.mark.parametrize("case", list(BAD))
-def test_errors_match_torch(case):
-    theirs, ours = _raised(lambda: BAD[case](TF)), _raised(lambda: BAD[case](NF))
-    assert type(ours) is type(theirs)
-    assert str(ours) == str(theirs)
-
-
-@pytest.mark.parametrize("case", list(BAD_TYPE_ONLY))
-def test_dtype_errors_match_torch_type(case):
-    theirs, ours = _raised(lambda: BAD_TYPE_ONLY[case](TF)), _raised(lambda: BAD_TYPE_ONLY[case](NF))
-    assert type(ours) is type(theirs)
 
 
 @pytest.mark.parametrize("hand", [nt.layer_norm_hand, nt.rms_norm_hand])
@@ -274,13 +226,6 @@ def test_half_input_with_float32_parameters_is_allowed():
     y = NF.layer_norm(x, (4,), torch.ones(4), torch.zeros(4))
     assert y.dtype == torch.float16
     assert TF.layer_norm(x, (4,), torch.ones(4), torch.zeros(4)).dtype == torch.float16
-
-
-@pytest.mark.parametrize("module", ["LayerNorm", "RMSNorm"])
-def test_module_errors_match_torch(module):
-    ours, theirs = getattr(nt, module)(4), getattr(torch.nn, module)(4)
-    e1, e2 = _raised(lambda: ours(torch.randn(2, 3))), _raised(lambda: theirs(torch.randn(2, 3)))
-    assert type(e1) is type(e2) and str(e1) == str(e2)
 
 
 # --- modules: drop-in replacements --------------------------------------------------

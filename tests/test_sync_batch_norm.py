@@ -151,16 +151,6 @@ def test_state_dict_and_repr_like_torch():
     assert ours.process_group is None
 
 
-@pytest.mark.parametrize("shape", [(3,), (2, 0, 4)])
-def test_bad_input_raises_like_torch(shape):
-    x = torch.randn(*shape)
-    with pytest.raises(ValueError) as theirs:
-        nn.SyncBatchNorm(shape[1] if len(shape) > 1 else 3)(x)
-    with pytest.raises(ValueError) as ours:
-        nt.SyncBatchNorm(shape[1] if len(shape) > 1 else 3)(x)
-    assert str(ours.value) == str(theirs.value)
-
-
 def test_convert_sync_batchnorm_like_torch():
     def net():
         torch.manual_seed(0)
