@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 
 class Split(NamedTuple):
@@ -134,8 +136,6 @@ def write_idx(path, array: np.ndarray) -> None:
 def torch_loader(X: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = True,
                  seed: int = 0):
     """A ``torch.utils.data.DataLoader`` with a seeded shuffle."""
-    import torch
-    from torch.utils.data import DataLoader, TensorDataset
     g = torch.Generator().manual_seed(seed)
     return DataLoader(TensorDataset(torch.from_numpy(X), torch.from_numpy(y)),
                       batch_size=batch_size, shuffle=shuffle, generator=g)

@@ -1,10 +1,12 @@
-"""Small Gluon models the chapters train (the Gluon side of :mod:`normtext.models`)."""
+"""Small Gluon models the chapters train (the Gluon side of :mod:`normtext.experiments.models`)."""
 from __future__ import annotations
 
 from typing import Callable, Optional
 
 from mxnet import gluon, init
 from mxnet.gluon import nn
+
+from normtext.mxnet.batch_norm import BatchNorm
 
 
 def gluon_batch_norm() -> gluon.Block:
@@ -14,13 +16,12 @@ def gluon_batch_norm() -> gluon.Block:
 
 def normtext_batch_norm() -> gluon.Block:
     """normtext's from-scratch Gluon BatchNorm."""
-    from normtext.mxnet.batch_norm import BatchNorm
     return BatchNorm()
 
 
 def lenet(norm: Optional[Callable[[], gluon.Block]] = None, activation: str = "sigmoid",
           ctx=None) -> nn.Sequential:
-    """LeNet-5 as in seed 004, in Gluon, initialized with Xavier on ``ctx``."""
+    """LeNet-5 as in Dive into Deep Learning's BatchNorm section, in Gluon, initialized with Xavier on ``ctx``."""
     net = nn.Sequential()
 
     def block(layer):

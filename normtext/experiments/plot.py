@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Dict, List, Sequence, Union
 
+import matplotlib.pyplot as plt
 import numpy as np
 
 from normtext.experiments.train import History
@@ -19,7 +20,6 @@ def plot_histories(runs: Dict[str, Union[History, List[History]]],
     ``runs`` maps a label to a History or to a list of Histories (several seeds).
     Returns the matplotlib Figure.
     """
-    import matplotlib.pyplot as plt
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.4), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for label, hs in runs.items():

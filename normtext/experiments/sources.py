@@ -1,4 +1,4 @@
-"""Code from the seed documents, kept as the seeds wrote it so the book can test it.
+"""Code from the source documents, kept as their authors wrote it so the book can test it.
 
 Only what stops the code from running is changed, and each change is marked.
 The book shows where this code disagrees with the frameworks; normtext's own
@@ -12,7 +12,7 @@ from torch import nn
 
 
 def d2l_batch_norm(X, gamma, beta, moving_mean, moving_var, eps, momentum):
-    """Seed 003's ``batch_norm`` (D2L, PyTorch edition), unchanged.
+    """Dive into Deep Learning's ``batch_norm`` (PyTorch edition), unchanged.
 
     Two conventions differ from ``torch.nn.BatchNorm``: ``momentum`` weighs the
     *old* value (D2L passes 0.9), and ``moving_var`` accumulates the *biased*
