@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from normtext.experiments.data import digits_8x8
 from normtext.experiments.models import normtext_batch_norm, small_cnn
+from normtext.experiments.train import train_step
 from normtext.torch import SyncBatchNorm
 
 
@@ -66,13 +67,8 @@ def ddp_train(configs: Sequence[Dict[str, Any]], epochs: int, per_process_batch:
             net.train()
             start, stats = time.perf_counter(), torch.zeros(3, dtype=torch.float64)
             for xb, yb in loader:
-                logits = net(xb)
-                loss = loss_fn(logits, yb)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                stats += torch.tensor([loss.item() * len(yb), (logits.argmax(1) == yb).sum().item(),
-                                       len(yb)], dtype=torch.float64)
+                stats += torch.tensor([*train_step(net, opt, loss_fn, xb, yb), len(yb)],
+                                      dtype=torch.float64)
             seconds = time.perf_counter() - start
             dist.all_reduce(stats)              # loss and accuracy over every rank's samples
             net.eval()

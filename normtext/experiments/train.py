@@ -102,14 +102,9 @@ def train_torch(net, data, *, epochs: int, lr: float, batch_size: int, device=No
         net.train()
         start, total, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
         for X, y in train_iter:
-            X, y = X.to(device), y.to(device)
-            logits = net(X)
-            loss = loss_fn(logits, y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            loss_sum += loss.item() * len(y)
-            correct += (logits.argmax(1) == y).sum().item()
+            batch_loss, batch_correct = train_step(net, opt, loss_fn, X.to(device), y.to(device))
+            loss_sum += batch_loss
+            correct += batch_correct
             total += len(y)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -117,6 +112,16 @@ def train_torch(net, data, *, epochs: int, lr: float, batch_size: int, device=No
         history.log(loss_sum / total, correct / total,
                     evaluate_torch(net, data.X_test, data.y_test, device), seconds)
     return history
+
+
+def train_step(net, opt, loss_fn, X, y) -> tuple:
+    """One optimizer step on the batch ``(X, y)``: the summed loss and the number of correct labels."""
+    logits = net(X)
+    loss = loss_fn(logits, y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+    return loss.item() * len(y), (logits.argmax(1) == y).sum().item()
 
 
 def evaluate_torch(net, X, y, device, batch_size: int = 1000) -> float:
