@@ -69,7 +69,9 @@ def test_naive_formula_breaks_in_float32():
     rows = {r["impl"]: r for r in numerics.measure(case, 4096, 1e4, "float32", mxnet=False)}
     assert rows["naive"]["naive_min_var"] < 0
     assert rows["naive"]["nan"] and math.isinf(rows["naive"]["out_err"])
-    assert not rows["normtext"]["nan"] and rows["normtext"]["out_err"] < 1e-3
+    # a float32 mean of values near 1e4 is off by up to an ulp of 1e4, eps32 * 1e4, in units of
+    # the std (1): the error no float32 algorithm can avoid, normtext's budget
+    assert not rows["normtext"]["nan"] and rows["normtext"]["out_err"] <= 1e4 * 2.0 ** -23
 
 
 def test_reference_is_what_the_harness_reference_computes():
