@@ -40,7 +40,7 @@ __all__ = ["CONFIG", "config", "digits", "tensors", "cnn", "mlp", "fit", "accura
 
 # One setting per mode, fixed before any run: the full build runs 5 seeds per arm.
 CONFIG = {
-    "full": dict(seeds=[0, 1, 2, 3, 4], lr=0.05, momentum=0.9, batch=32, epochs=4,
+    "full": dict(seeds=[0, 1, 2, 3, 4], lr=0.05, momentum=0.9, batch=32, epochs=3,
                  eval_batches=[1, 2, 4, 8, 16, 32, 128, 359],
                  renorm_batches=[2, 4, 8, 16, 32], renorm_steps=400, mlp_width=128,
                  ghost_train=256, ghost_batch=64, ghost_sizes=[4, 64], ghost_steps=400,
@@ -334,13 +334,23 @@ def study(name: str, run: Callable[..., dict], cfg: dict, keys: Sequence[tuple] 
     """``{(seed, *key): run(seed, *key, cfg, *extra(seed))}`` over ``cfg['seeds']``, each run cached.
 
     The cache key holds the whole configuration, the run's arguments and the
-    normtext source, so a changed setting or a changed layer reruns.
+    normtext source, so a changed setting or a changed layer reruns. Each run
+    uses one thread: the models are tiny, and idle worker threads would only
+    spin.
     """
+    def one_thread(call):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return call()
+        finally:
+            torch.set_num_threads(threads)
+
     out = {}
     for seed in cfg["seeds"]:
         for key in keys:
             more = extra(seed) if extra is not None else ()
             out[(seed, *key)] = cached(f"bn-practice-{name}",
                                        dict(cfg, seed=seed, key=list(key)),
-                                       lambda: run(seed, *key, cfg, *more))
+                                       lambda: one_thread(lambda: run(seed, *key, cfg, *more)))
     return out
