@@ -48,11 +48,20 @@ def test_check_ignores_information_rows_in_the_exit_status():
     assert check.exit_status([{"ok": False, "counts": False}]) == 1  # nothing counted
 
 
-def test_default_checks_cover_every_available_norm():
+def test_default_checks_cover_the_norms_asked_for():
     checks = check.default_checks(norms=["BatchNorm", "LayerNorm"])
     assert {c.norm for c in checks} == {"BatchNorm", "LayerNorm"}
     rows = check.run_checks(checks)
     assert check.exit_status(rows) == 0, check.format_table(rows)
+
+
+def test_check_runs_the_modules_in_the_dtype_it_checks():
+    """--dtype float64/float16: the modules' parameters and buffers in that dtype, as a user
+    runs them (GroupNorm refuses float32 parameters with float64 input)."""
+    checks = check.default_checks(norms=["GroupNorm", "BatchNorm"])
+    rows = check.run_checks(checks, dtypes=["float64", "float16"], steps=2)
+    assert check.exit_status(rows) == 0, check.format_table(rows)
+    assert {r["dtype"] for r in rows if r["counts"]} == {"float64", "float16"}
 
 
 @pytest.mark.parametrize("name", list(registry.REGISTRY))
@@ -171,7 +180,7 @@ def test_bench_mxnet_rows_and_table():
     assert "hybridize() does not apply" in text and len(text.splitlines()) == 3 + 2
 
 
-@pytest.mark.parametrize("name", [c.name for c in registry.available_norms() if c.affine is not None])
+@pytest.mark.parametrize("name", [c.name for c in registry.norms() if c.affine is not None])
 def test_affine_step_is_the_last_step_of_the_norm(name):
     # the floor the benchmark times must be exactly the norm's affine step, with its
     # parameter layout: norm(x, w, b) == affine_step(norm(x, None, None), w, b)
