@@ -374,3 +374,25 @@ def test_train_mode_accuracy_leaves_the_model_alone():
     state = E.state_to_lists(net)
     assert torch.equal(E.state_from_lists(E.mlp(nn.BatchNorm1d, width=8), state)[1].weight,
                        net[1].weight)
+
+
+def test_gluon_global_stats_equals_frozen_batch_norm():
+    """Gluon's BatchNorm(use_global_stats=True) in training computes FrozenBatchNorm2d's map."""
+    mx = pytest.importorskip("mxnet")
+    from mxnet import autograd, gluon
+    gbn = gluon.nn.BatchNorm(in_channels=4, use_global_stats=True)
+    gbn.initialize()
+    rng = np.random.default_rng(0)
+    values = {k: rng.uniform(0.5, 2.0, 4).astype(np.float32)
+              for k in ("gamma", "beta", "running_mean", "running_var")}
+    for k, v in values.items():
+        getattr(gbn, k).set_data(mx.nd.array(v))
+    x = rng.normal(1, 2, (3, 4, 5, 5)).astype(np.float32)
+    with autograd.record(train_mode=True):
+        y = gbn(mx.nd.array(x)).asnumpy()
+    frozen = P.FrozenBatchNorm2d(4)
+    for ours, theirs in [("weight", "gamma"), ("bias", "beta"), ("running_mean", "running_mean"),
+                         ("running_var", "running_var")]:
+        getattr(frozen, ours).copy_(torch.tensor(values[theirs]))
+    got = frozen(torch.tensor(x)).numpy()
+    assert np.abs(got - y).max() / np.abs(y).max() < compare.tolerance("float32", 1)
