@@ -257,3 +257,9 @@ def test_interleaved_rotates_the_order_every_round():
     assert numbers == {"a": 1, "b": 1} and [len(t) for t in times.values()] == [2, 2]
     rounds = order[6:]                      # after calibrate's three calls of each
     assert rounds == ["a"] * 3 + ["b"] * 3 + ["b"] * 3 + ["a"] * 3
+
+
+def test_environment_line_counts_threads_in_words():
+    env = environment("cpu")
+    assert environment_line(dict(env, torch_threads=1)).endswith(f"CPU ({env['cpu']}, 1 thread)")
+    assert environment_line(dict(env, torch_threads=4)).endswith(f"CPU ({env['cpu']}, 4 threads)")

@@ -68,6 +68,7 @@ def environment_line(env: Optional[dict] = None) -> str:
     """One line with the versions and the device (``env`` defaults to :func:`environment`)."""
     env = environment() if env is None else env
     mxnet = f"mxnet {env['mxnet']}" if env.get("mxnet") else MXNET_MISSING
-    device = env.get("gpu") or f"CPU ({env['cpu']}, {env['torch_threads']} threads)"
+    threads = env["torch_threads"]
+    device = env.get("gpu") or f"CPU ({env['cpu']}, {threads} thread{'s' if threads != 1 else ''})"
     return (f"normtext {env['normtext']} | python {env['python']} | numpy {env['numpy']} | "
             f"torch {env['torch']} | {mxnet} | device: {device}")
