@@ -103,7 +103,7 @@ class NormSpec:
         8192
         """
         axes = self.reduce_axes(len(input_shape), k)
-        return prod(input_shape[i] for i in axes)
+        return prod([input_shape[i] for i in axes])   # a list: torch.compile cannot trace a generator
 
 
 BATCH_NORM = NormSpec(

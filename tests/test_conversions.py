@@ -125,3 +125,47 @@ def test_torch_convert_sync_batchnorm_leaves_normtext_layers_alone():
     net = _trained([nt.BatchNorm2d, nn.BatchNorm2d])
     out = nn.SyncBatchNorm.convert_sync_batchnorm(net)
     assert type(out[1]) is nt.BatchNorm2d and type(out[4]) is nn.SyncBatchNorm
+
+
+# --- state_dict round trips between normtext and torch.nn ---------------------------------
+
+NORM_PAIRS = [(nn.BatchNorm2d, nt.BatchNorm2d),
+              (lambda c: nn.BatchNorm2d(c, momentum=None), lambda c: nt.BatchNorm2d(c, momentum=None)),
+              (lambda c: nn.InstanceNorm2d(c, affine=True, track_running_stats=True),
+               lambda c: nt.InstanceNorm2d(c, affine=True, track_running_stats=True)),
+              (lambda c: nn.GroupNorm(2, c), lambda c: nt.GroupNorm(2, c)),
+              (lambda c: nn.LayerNorm([c, 5, 5]), lambda c: nt.LayerNorm([c, 5, 5])),
+              (lambda c: nn.RMSNorm([c, 5, 5]), lambda c: nt.RMSNorm([c, 5, 5])),
+              (lambda c: nn.SyncBatchNorm(c), lambda c: nt.SyncBatchNorm(c))]
+TORCH_NORMS = [t for t, _ in NORM_PAIRS]
+OUR_NORMS = [o for _, o in NORM_PAIRS]
+
+
+@pytest.mark.parametrize("direction", ["normtext -> torch.nn", "torch.nn -> normtext"])
+def test_state_dict_round_trip_keeps_values_and_eval_output(direction):
+    source_norms, target_norms = ((OUR_NORMS, TORCH_NORMS) if direction.startswith("normtext")
+                                  else (TORCH_NORMS, OUR_NORMS))
+    source = _trained(source_norms).eval()
+    target = _net(target_norms).eval()
+    target.load_state_dict(source.state_dict(), strict=True)
+    assert_same_state(_snapshot(target), _snapshot(source))
+    assert_same_eval_output(_eval_output(target), _eval_output(source))
+    back = _net(source_norms).eval()                      # ... and back again
+    back.load_state_dict(target.state_dict(), strict=True)
+    assert_same_state(_snapshot(back), _snapshot(source))
+
+
+@pytest.mark.parametrize("edit", ["missing key", "unexpected key", "wrong shape"])
+def test_strict_loading_refuses_like_torch(edit):
+    state = _trained(TORCH_NORMS).state_dict()
+    if edit == "missing key":
+        del state["1.running_var"]
+    elif edit == "unexpected key":
+        state["1.extra"] = torch.zeros(1)
+    else:
+        state["1.running_var"] = torch.ones(5)
+    with pytest.raises(RuntimeError) as theirs:
+        _net(TORCH_NORMS).load_state_dict(state)
+    with pytest.raises(RuntimeError) as ours:
+        _net(OUR_NORMS).load_state_dict(state)
+    assert str(ours.value) == str(theirs.value)

@@ -322,11 +322,15 @@ def local_response_norm(input: Tensor, size: int, alpha: float = 1e-4, beta: flo
     errors.check_local_response_norm(input.dim(), size, empty=input.numel() == 0)
     if input.numel() == 0:
         return input
-    # PyTorch averages with avg_pool2d (3D) or avg_pool3d: their dtype support is LRN's
+    # PyTorch averages with avg_pool2d (3D) or avg_pool3d: their dtype support is LRN's.
+    # CPU autocast runs avg_pool3d in float32, so there half input is accepted and the
+    # output is float32.
     pool = "avg_pool2d" if input.dim() == 3 else "avg_pool3d_out_frame"
     low = (torch.float16, torch.bfloat16)
+    autocast_float32 = input.dim() > 3 and input.is_floating_point() and \
+        input.device.type == "cpu" and torch.is_autocast_enabled("cpu")
     if (not input.is_floating_point() and input.dtype != torch.int64) or \
-            (input.dim() > 3 and input.dtype in low):
+            (input.dim() > 3 and input.dtype in low and not autocast_float32):
         names = {torch.float16: "Half", torch.bfloat16: "BFloat16"}
         errors.check_floating(False, names.get(input.dtype) or _dtype_name(input.dtype), pool)
     lo, hi = size // 2, (size - 1) // 2
@@ -341,4 +345,6 @@ def local_response_norm(input: Tensor, size: int, alpha: float = 1e-4, beta: flo
         a = a.to(mean_sq.dtype)
     # b = a / (k + alpha/n * sum a^2)^beta
     y = a / (mean_sq * alpha + k).pow(beta)
+    if autocast_float32:
+        return y.float()
     return y.to(input.dtype) if input.is_floating_point() else y
