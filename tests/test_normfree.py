@@ -327,3 +327,28 @@ def test_train_run_is_reproducible_and_reports():
     with pytest.raises(ValueError, match="kind"):
         residual_net("layer")
     assert set(KINDS) >= {"bn", "gn", "skipinit", "nf"}
+
+
+def test_scaled_std_linear_is_linear_with_the_standardized_weight():
+    torch.manual_seed(0)
+    layer = NF.ScaledStdLinear(12, 5, gamma=NF.RELU_GAMMA)
+    x = torch.randn(3, 12)
+    want = TF.linear(x, NF.scaled_standardize_weight(layer.weight, layer.gain, NF.RELU_GAMMA), layer.bias)
+    assert torch.equal(layer(x), want)
+    assert set(dict(layer.named_parameters())) == {"weight", "bias", "gain"}
+
+
+def test_run_all_runs_every_arm_through_the_cache():
+    data = digits_8x8().subset(100, 50)
+    cfg = {"arms": ["bn", "nf"], "batch_sizes": [8], "seeds": [0, 1], "steps": 3, "depth": 2,
+           "width": 16, "momentum": 0.9}
+    calls = []
+
+    def cache(name, config, run):
+        calls.append(config)
+        return run()
+    from normtext.experiments.no_norm_study import hyper, run_all
+    runs = run_all(cfg, data, cache)
+    assert set(runs) == {(a, 8, s) for a in ("bn", "nf") for s in (0, 1)}
+    assert all(c["lr"] == hyper(c["arm"], 8)["lr"] for c in calls)      # the config names the lr
+    assert runs[("nf", 8, 0)]["kind"] == "nf" and runs[("bn", 8, 1)]["seed"] == 1

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from normtext.torch.normfree import (RELU_GAMMA, ScalarBias, ScaledStdConv2d, SkipInit,
-                                     adaptive_clip_grad_, fixup_init_, zero_init_last_norm_)
+from normtext.torch.normfree import (RELU_GAMMA, ScalarBias, ScaledStdConv2d, ScaledStdLinear,
+                                     SkipInit, adaptive_clip_grad_, fixup_init_,
+                                     zero_init_last_norm_)
 
 __all__ = ["KINDS", "residual_net", "signal_propagation", "train_run"]
 
@@ -29,34 +30,55 @@ __all__ = ["KINDS", "residual_net", "signal_propagation", "train_run"]
 KINDS = ("plain", "bn", "bn-zero", "gn", "skipinit", "fixup", "nf")
 
 
-class Branch(nn.Module):
-    """relu -> conv -> [norm] -> relu -> conv -> [norm]; the residual branch of every variant."""
+def _layer(kind: str, conv: bool, cin: int, cout: int, gamma: float = 1.0, **kw) -> nn.Module:
+    """A 3x3 convolution or a linear layer; scaled-weight-standardized for NF networks."""
+    if kind == "nf":
+        return (ScaledStdConv2d(cin, cout, 3, padding=1, gamma=gamma, **kw) if conv
+                else ScaledStdLinear(cin, cout, gamma=gamma))
+    bias = kind not in ("bn", "bn-zero", "gn")          # a norm's beta makes a bias redundant
+    return nn.Conv2d(cin, cout, 3, padding=1, bias=bias, **kw) if conv else nn.Linear(cin, cout, bias)
 
-    def __init__(self, width: int, kind: str, groups: int, gamma: float = 1.0):
+
+def _norm(kind: str, conv: bool, width: int, groups: int) -> list:
+    if kind == "gn":
+        return [nn.GroupNorm(groups, width)]
+    if kind in ("bn", "bn-zero"):
+        return [nn.BatchNorm2d(width) if conv else nn.BatchNorm1d(width)]
+    return []
+
+
+class Branch(nn.Module):
+    """relu -> layer -> [norm] -> relu -> layer -> [norm]: the residual branch of every variant.
+
+    Fixup adds its scalar biases before each layer and activation and its scalar
+    multiplier at the end; NF's layers are scaled-standardized with the ReLU's gain.
+    """
+
+    def __init__(self, width: int, kind: str, groups: int, conv: bool):
         super().__init__()
-        norm = kind in ("bn", "bn-zero", "gn")
-        conv = (lambda: ScaledStdConv2d(width, width, 3, padding=1, gamma=gamma)) if kind == "nf" \
-            else (lambda: nn.Conv2d(width, width, 3, padding=1, bias=not norm))
-        make_norm = (lambda: nn.GroupNorm(groups, width)) if kind == "gn" else \
-            (lambda: nn.BatchNorm2d(width))
-        fixup = kind == "fixup"
+        gamma = RELU_GAMMA if kind == "nf" else 1.0
+        b = (lambda: [ScalarBias()]) if kind == "fixup" else (lambda: [])
         self.body = nn.Sequential(
-            nn.ReLU(), *([ScalarBias()] if fixup else []), conv(), *([make_norm()] if norm else []),
-            *([ScalarBias()] if fixup else []),
-            nn.ReLU(), *([ScalarBias()] if fixup else []), conv(), *([make_norm()] if norm else []),
-            *([SkipInit(1.0), ScalarBias()] if fixup else []))
+            nn.ReLU(), *b(), _layer(kind, conv, width, width, gamma), *_norm(kind, conv, width, groups),
+            *b(), nn.ReLU(), *b(), _layer(kind, conv, width, width, gamma),
+            *_norm(kind, conv, width, groups),
+            *([SkipInit(1.0), ScalarBias()] if kind == "fixup" else []))
 
     def forward(self, x):
         return self.body(x)
 
 
 class Block(nn.Module):
-    """``h + gate(branch(h / beta))``: gate is SkipInit's alpha, NF's fixed alpha, or nothing."""
+    """``h + gate(branch(h))``, or NF's ``h + alpha * branch(h / beta)``.
 
-    def __init__(self, width: int, kind: str, groups: int, beta: float = 1.0, alpha: float = 0.2):
+    The gate is SkipInit's learnable scalar (initialized to zero) or nothing.
+    """
+
+    def __init__(self, width: int, kind: str, groups: int, conv: bool, beta: float = 1.0,
+                 alpha: float = 0.2):
         super().__init__()
         self.kind, self.beta, self.alpha = kind, beta, alpha
-        self.branch = Branch(width, kind, groups, gamma=RELU_GAMMA if kind == "nf" else 1.0)
+        self.branch = Branch(width, kind, groups, conv)
         self.gate = SkipInit() if kind == "skipinit" else nn.Identity()
 
     def forward(self, h):
@@ -66,21 +88,28 @@ class Block(nn.Module):
 
 
 class ResidualNet(nn.Module):
-    """stem conv (stride 2) -> ``depth`` residual blocks -> relu -> global average pool -> linear."""
+    """stem -> ``depth`` residual blocks -> relu -> (global average pool) -> linear classifier.
 
-    def __init__(self, kind: str, depth: int = 4, width: int = 16, num_classes: int = 10,
-                 in_channels: int = 1, groups: int = 4, alpha: float = 0.2):
+    ``conv=False`` (the default, and the chapter's experiment): a residual MLP on
+    the flattened image, the stem a linear layer. ``conv=True``: a residual CNN,
+    the stem a 3x3 convolution with stride 2.
+    """
+
+    def __init__(self, kind: str, depth: int = 4, width: int = 64, num_classes: int = 10,
+                 in_features: int = 64, groups: int = 8, alpha: float = 0.2, conv: bool = False):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        self.kind = kind
-        self.stem = (ScaledStdConv2d(in_channels, width, 3, stride=2, padding=1) if kind == "nf"
-                     else nn.Conv2d(in_channels, width, 3, stride=2, padding=1))
+        self.kind, self.conv = kind, conv
+        if conv:
+            self.stem = _layer(kind, True, in_features, width, stride=2)
+        else:
+            self.stem = nn.Sequential(nn.Flatten(), _layer(kind, False, in_features, width))
         # NF: the expected variance of h_i is 1 + i alpha^2 (unit-variance stem assumed)
         self.blocks = nn.ModuleList(
-            Block(width, kind, groups, beta=math.sqrt(1 + i * alpha ** 2), alpha=alpha)
+            Block(width, kind, groups, conv, beta=math.sqrt(1 + i * alpha ** 2), alpha=alpha)
             for i in range(depth))
-        self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.ReLU(), *([nn.AdaptiveAvgPool2d(1), nn.Flatten()] if conv else []))
         self.fc = nn.Linear(width, num_classes)
 
     def features(self, x) -> List[torch.Tensor]:
@@ -96,19 +125,19 @@ class ResidualNet(nn.Module):
         return self.fc(self.head(self.features(x)[-1]))
 
 
-def residual_net(kind: str, depth: int = 4, width: int = 16, **kwargs) -> ResidualNet:
+def residual_net(kind: str, depth: int = 4, width: int = 64, **kwargs) -> ResidualNet:
     """A :class:`ResidualNet` of the given kind, with that kind's initialization applied.
 
-    Every convolution starts from He's initialization (normal, fan-in, gain
-    :math:`\sqrt 2`; biases zero), which the unnormalized variants need: PyTorch's
-    default (variance :math:`1/(3 N)`) shrinks the signal at every layer.
-    ``bn-zero`` is BatchNorm with the last gamma of each branch set to zero;
-    ``fixup`` applies :func:`~normtext.torch.normfree.fixup_init_` (the branches'
-    last convolutions and the classifier start at zero).
+    Every convolution and hidden linear layer starts from He's initialization
+    (normal, fan-in, gain :math:`\\sqrt 2`; biases zero), which the unnormalized
+    variants need: PyTorch's default (variance :math:`1/(3 N)`) shrinks the
+    signal at every layer. ``bn-zero`` is BatchNorm with the last gamma of each
+    branch set to zero; ``fixup`` applies :func:`~normtext.torch.normfree.fixup_init_`
+    (the branches' last layers and the classifier start at zero).
     """
     net = ResidualNet(kind, depth, width, **kwargs)
-    for m in net.modules():                 # He initialization of every convolution, as in ResNets
-        if isinstance(m, nn.Conv2d):
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not net.fc:
             nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
@@ -120,35 +149,37 @@ def residual_net(kind: str, depth: int = 4, width: int = 16, **kwargs) -> Residu
 
 
 @torch.no_grad()
-def signal_propagation(kind: str, depth: int, *, width: int = 16, batch: int = 64, side: int = 8,
-                       seed: int = 0) -> Dict[str, list]:
+def signal_propagation(kind: str, depth: int, *, batch: int = 256, seed: int = 0,
+                       **kwargs) -> Dict[str, list]:
     """Brock et al.'s signal-propagation statistics at initialization, per residual stage.
 
     For a unit-variance Gaussian input (training mode, so BatchNorm uses batch
-    statistics): ``mean_var``, the variance of each channel averaged over
-    channels, and ``mean_sq_mean``, the squared mean of each channel averaged
-    over channels, for the stem's output and every block's.
+    statistics): ``mean_var``, the variance of each channel (feature) over the
+    batch (and positions), averaged over channels, and ``mean_sq_mean``, the
+    squared mean of each channel averaged over channels, for the stem's output
+    and every block's.
     """
     torch.manual_seed(seed)
-    net = residual_net(kind, depth, width).train()
-    x = torch.randn(batch, 1, side, side)
+    net = residual_net(kind, depth, **kwargs).train()
+    x = torch.randn(batch, 1, 8, 8)
     rows = {"mean_var": [], "mean_sq_mean": []}
     for h in net.features(x):
-        rows["mean_var"].append(float(h.var(dim=(0, 2, 3), unbiased=False).mean()))
-        rows["mean_sq_mean"].append(float(h.mean(dim=(0, 2, 3)).square().mean()))
+        axes = (0, 2, 3) if h.dim() == 4 else (0,)
+        rows["mean_var"].append(float(h.var(dim=axes, unbiased=False).mean()))
+        rows["mean_sq_mean"].append(float(h.mean(dim=axes).square().mean()))
     return rows
 
 
 def train_run(kind: str, data, *, batch_size: int, steps: int, seed: int, lr: float = 0.05,
-              momentum: float = 0.9, depth: int = 4, width: int = 16, clip_factor: float = 0.01,
-              threads: Optional[int] = 1) -> dict:
+              momentum: float = 0.9, depth: int = 4, width: int = 64, clip_factor: float = 0.01,
+              threads: Optional[int] = 1, **net_kwargs) -> dict:
     """Train one variant with SGD for ``steps`` steps from ``seed``; plain numbers back.
 
     The same seed gives both arms of a comparison the same data order (and the
     same initial weights where their layers coincide). NF runs clip every
     parameter but the classifier's with :func:`adaptive_clip_grad_`. Returns the
     test accuracy (evaluation mode), the mean training loss of the last tenth of
-    the steps, whether the loss became non-finite, the fraction of units AGC
+    the steps and over all steps, whether the loss became non-finite, the fraction of units AGC
     clipped (NF) and the seconds taken.
     """
     old_threads = torch.get_num_threads()
@@ -157,7 +188,7 @@ def train_run(kind: str, data, *, batch_size: int, steps: int, seed: int, lr: fl
     try:
         torch.manual_seed(seed)
         np.random.seed(seed)
-        net = residual_net(kind, depth, width)
+        net = residual_net(kind, depth, width, **net_kwargs)
         clipped = [p for name, p in net.named_parameters() if not name.startswith("fc.")]
         opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
         loss_fn = nn.CrossEntropyLoss()
@@ -191,8 +222,79 @@ def train_run(kind: str, data, *, batch_size: int, steps: int, seed: int, lr: fl
         tail = losses[-max(1, steps // 10):]
         return {"kind": kind, "batch_size": batch_size, "seed": seed, "steps": steps,
                 "test_acc": acc, "train_loss": float(np.mean(tail)) if not diverged else float("nan"),
+                "mean_loss": float(np.mean(losses)) if not diverged else float("nan"),
                 "diverged": diverged,
                 "clip_fraction": float(np.mean(clip_fraction)) if clip_fraction else None,
                 "seconds": seconds}
     finally:
         torch.set_num_threads(old_threads)
+
+
+#: the four arms of the chapter's experiment, in the order of its tables
+ARMS = ("bn", "gn", "skipinit", "nf")
+ARM_NAMES = {"bn": "BatchNorm", "gn": "GroupNorm (8 groups)", "skipinit": "SkipInit",
+             "nf": "NF (scaled WS + AGC)", "plain": "no normalization", "fixup": "Fixup",
+             "bn-zero": "BatchNorm, last gamma zero"}
+#: learning rate and AGC clip factor per (arm, batch size), chosen on a pilot seed
+#: (100, never used for a verdict) as the grid point with the lowest mean training loss
+#: over the run: lr in {0.003, 0.01, 0.03, 0.1, 0.3}, and for NF lambda in {0.01, 0.04, 0.16}.
+#: :func:`pilot` reruns that selection.
+HYPER = {("bn", 8): (0.01, 0.01), ("gn", 8): (0.01, 0.01), ("skipinit", 8): (0.03, 0.01),
+         ("nf", 8): (0.01, 0.16), ("bn", 128): (0.1, 0.01), ("gn", 128): (0.1, 0.01),
+         ("skipinit", 128): (0.1, 0.01), ("nf", 128): (0.1, 0.04)}
+LR_GRID = (0.003, 0.01, 0.03, 0.1, 0.3)
+CLIP_GRID = (0.01, 0.04, 0.16)
+PILOT_SEED = 100
+
+
+def config(quick: bool) -> dict:
+    """The experiment's settings: the full build runs 5 seeds, quick mode 2 and fewer steps."""
+    return {"arms": list(ARMS), "batch_sizes": [8, 128], "depth": 4, "width": 64,
+            "steps": 60 if quick else 300, "seeds": [0, 1] if quick else [0, 1, 2, 3, 4],
+            "momentum": 0.9, "quick": quick}
+
+
+def hyper(arm: str, batch_size: int) -> dict:
+    """The learning rate (and NF's clip factor) of one arm at one batch size."""
+    lr, clip = HYPER[(arm, batch_size)]
+    return {"lr": lr, "clip_factor": clip}
+
+
+def run_all(cfg: dict, data, cache) -> Dict[tuple, dict]:
+    """Every (arm, batch size, seed) run of :func:`config`, each through ``cache(name, config, run)``."""
+    runs = {}
+    for arm in cfg["arms"]:
+        for b in cfg["batch_sizes"]:
+            for seed in cfg["seeds"]:
+                key = dict(arm=arm, batch_size=b, seed=seed, steps=cfg["steps"], depth=cfg["depth"],
+                           width=cfg["width"], momentum=cfg["momentum"], **hyper(arm, b))
+                runs[(arm, b, seed)] = cache(
+                    "no-norm-run", key,
+                    lambda: train_run(arm, data, batch_size=b, steps=cfg["steps"], seed=seed,
+                                      momentum=cfg["momentum"], depth=cfg["depth"],
+                                      width=cfg["width"], **hyper(arm, b)))
+    return runs
+
+
+def pilot(data, batch_sizes=(8, 128), steps: int = 300, report=print) -> Dict[tuple, tuple]:
+    """Rerun the selection of :data:`HYPER` on the pilot seed: {(arm, batch): (lr, clip)}.
+
+    ``report`` receives one line per trial (the grid point, the mean training
+    loss, the test accuracy).
+    """
+    chosen = {}
+    for b in batch_sizes:
+        for arm in ARMS:
+            finite = []
+            for lr in LR_GRID:
+                for clip in (CLIP_GRID if arm == "nf" else (0.01,)):
+                    r = train_run(arm, data, batch_size=b, steps=steps, seed=PILOT_SEED, lr=lr,
+                                  clip_factor=clip)
+                    if report is not None:
+                        report(f"{arm} B={b} lr={lr} clip={clip}: mean loss {r['mean_loss']:.4f}, "
+                               f"final loss {r['train_loss']:.4f}, test acc {r['test_acc']:.3f}, "
+                               f"clipped {r['clip_fraction']}")
+                    if not r["diverged"]:
+                        finite.append(((lr, clip), r["mean_loss"]))
+            chosen[(arm, b)] = min(finite, key=lambda t: t[1])[0]
+    return chosen

@@ -36,7 +36,7 @@ from torch.nn.utils import parametrize
 from . import modules as _nt
 
 __all__ = ["SkipInit", "ScalarBias", "fixup_init_", "zero_init_last_norm_",
-           "RELU_GAMMA", "scaled_standardize_weight", "ScaledStdConv2d",
+           "RELU_GAMMA", "scaled_standardize_weight", "ScaledStdConv2d", "ScaledStdLinear",
            "unitwise_norm", "adaptive_clip_grad_",
            "SpectralNorm", "spectral_norm",
            "pixel_norm", "PixelNorm", "pixel_norm_as_lrn"]
@@ -215,6 +215,29 @@ class ScaledStdConv2d(nn.Conv2d):
         return super().extra_repr() + f", gamma={self.gamma:.4g}, eps={self.eps:g}"
 
 
+class ScaledStdLinear(nn.Linear):
+    r"""A :class:`torch.nn.Linear` with a scaled-standardized weight (see :class:`ScaledStdConv2d`).
+
+    Same constructor as ``nn.Linear`` plus ``gamma`` and ``eps``; adds the
+    learnable ``gain`` of shape ``(out_features,)``, initialized to one.
+    """
+
+    def __init__(self, *args, gamma: float = 1.0, eps: float = 1e-4, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.gamma, self.eps = float(gamma), float(eps)
+        self.gain = nn.Parameter(torch.ones(self.out_features, device=self.weight.device,
+                                            dtype=self.weight.dtype))
+
+    def standardized_weight(self) -> Tensor:
+        return scaled_standardize_weight(self.weight, self.gain, self.gamma, self.eps)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return F.linear(input, self.standardized_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", gamma={self.gamma:.4g}, eps={self.eps:g}"
+
+
 # --- adaptive gradient clipping ----------------------------------------------------------
 
 def unitwise_norm(x: Tensor) -> Tensor:
@@ -274,7 +297,9 @@ class SpectralNorm(nn.Module):
     ``torch.nn.utils.parametrizations.spectral_norm``: buffers ``_u`` (length
     ``h``) and ``_v`` (length ``w``) of the weight viewed as an :math:`h \times w`
     matrix with ``dim`` first, drawn from :math:`N(0, 1)` and normalized, then 15
-    power iterations at construction; in training mode every forward pass runs
+    power iterations at construction (and one more when
+    :func:`spectral_norm` registers it: ``register_parametrization`` calls it
+    once to check it); in training mode every forward pass runs
     ``n_power_iterations`` more,
 
     .. math::
