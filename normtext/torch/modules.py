@@ -316,7 +316,7 @@ class RMSNorm(nn.Module):
 # --- InstanceNorm1d/2d/3d ------------------------------------------------------------
 
 class _InstanceNorm(_NormBase):
-    """What InstanceNorm1d/2d/3d share: BatchNorm's parameters and buffers, other defaults.
+    """What InstanceNorm1d/2d/3d share: the parameters and buffers of ``_NormBase``, other defaults.
 
     As in ``torch.nn``: ``affine=False`` and ``track_running_stats=False`` by
     default; an input without the batch axis is normalized as a batch of one;

@@ -1,4 +1,7 @@
-r"""More normalizations: each changes one step of *reshape, normalize, recover* (seed 003).
+r"""More normalizations: each changes one step of *reshape, normalize, recover*.
+
+The recipe is the one of Mu Li and Alex Smola's notes for Stanford CS 329P,
+Practical Machine Learning (deep network architectures).
 
 * **normalize** step: :func:`cross_norm` / :class:`CrossNorm` (exchange the
   channel statistics of two instances), :func:`batch_whitening` /
@@ -124,7 +127,7 @@ class CrossNorm(nn.Module):
 # --- the normalize step, decorrelating ------------------------------------------------
 
 def _as_rows(input: Tensor) -> Tensor:
-    """The reshape step of seed 003: (N, C, *spatial) -> (N * prod(spatial), C)."""
+    """The reshape step of the recipe: (N, C, *spatial) -> (N * prod(spatial), C)."""
     return input.movedim(1, -1).reshape(-1, input.shape[1])
 
 
@@ -273,7 +276,7 @@ class ConditionalBatchNorm2d(nn.Module):
     running estimates for eval) without its affine; the recover step takes row
     ``c`` of two embedding tables, one per class, instead of one gamma and beta.
     An embedding is a linear layer applied to a one-hot vector, so this is
-    seed 003's "gamma, beta from a linear layer" for a class condition.
+    the CS 329P notes' "gamma, beta from a linear layer" for a class condition.
 
     Shapes: ``input`` ``(N, C, H, W)``, ``condition`` ``(N,)`` int64 classes.
     Parameters ``gamma.weight`` (init 1) and ``beta.weight`` (init 0), ``(num_classes, C)``.
