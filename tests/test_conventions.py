@@ -206,7 +206,7 @@ def test_gn_indivisible_channels_fail_at_construction_in_torch_at_forward_in_glu
         g(mx.nd.array(X4)).wait_to_read()
 
 
-@pytest.mark.torch_message   # torch 2.14 prints the bias's own shape
+@pytest.mark.pinned_torch   # torch 2.14 prints the bias's own shape
 def test_gn_torch_bias_error_prints_the_weights_shape():
     x = torch.tensor(X4)
     for f in (TF.group_norm, nt.functional.group_norm):

@@ -97,8 +97,13 @@ def _step(layer, shape, training):
     return y, x.grad
 
 
-@pytest.mark.parametrize("name, make_theirs, make_ours, shape, training", EMPTY,
-                         ids=[c[0] for c in EMPTY])
+# torch 2.14 refuses a GroupNorm input without spatial elements; 2.13 accepts it (see conftest).
+PINNED_TORCH = {"GroupNorm N=0 L=0"}
+
+
+@pytest.mark.parametrize("name, make_theirs, make_ours, shape, training",
+                         [pytest.param(*c, marks=pytest.mark.pinned_torch) if c[0] in PINNED_TORCH
+                          else c for c in EMPTY], ids=[c[0] for c in EMPTY])
 def test_empty_input_like_torch(name, make_theirs, make_ours, shape, training):
     theirs, ours = _pair(make_theirs, make_ours)
     before = {k: v.clone() for k, v in theirs.state_dict().items()}
@@ -164,6 +169,7 @@ def test_instance_norm_affine_empty_batch_works_where_torch_raises():
     assert torch.equal(layer.bias.grad, torch.zeros(3))
 
 
+@pytest.mark.pinned_torch   # torch 2.14 refuses GroupNorm input without spatial elements
 def test_group_norm_empty_spatial_axes_weight_grad_is_zero_where_torch_gives_nan():
     theirs, ours = nn.GroupNorm(3, 6), nt.GroupNorm(3, 6)
     _step(theirs, (2, 6, 0), True)
