@@ -88,3 +88,18 @@ def test_gluon_training_runs():
     net = gmodels.lenet(gmodels.normtext_batch_norm)
     h = train.train_gluon(net, d, epochs=1, lr=0.5, batch_size=64, seed=0, progress=False)
     assert len(h.loss) == 1 and np.isfinite(h.loss[0]) and h.device == "cpu(0)"
+
+
+def test_train_step_returns_the_summed_loss_and_the_correct_count():
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 3)
+    X, y = torch.randn(8, 4), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    with torch.no_grad():
+        logits = net(X)
+        want_loss = torch.nn.functional.cross_entropy(logits, y).item() * 8
+        want_correct = (logits.argmax(1) == y).sum().item()
+    before = net.weight.detach().clone()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    loss, correct = train.train_step(net, opt, torch.nn.CrossEntropyLoss(), X, y)
+    assert loss == pytest.approx(want_loss, rel=1e-6) and correct == want_correct
+    assert not torch.equal(net.weight, before)          # the step was taken
