@@ -30,6 +30,7 @@ K2_CASES = {
     "NCHW equal": {"batches": [2, 2], "features": (4, 3, 5), "steps": 2},
     "NCHW unequal": {"batches": [1, 3], "features": (4, 3, 3), "steps": 2},
     "NC momentum None": {"batches": [5, 3], "features": (3,), "steps": 3, "momentum": None},
+    "NCHW empty slice on a process": {"batches": [0, 3], "features": (3, 2, 2), "steps": 2},
 }
 K4_CASES = {
     "NCHW unequal": {"batches": [1, 2, 3, 2], "features": (3, 4, 4), "steps": 2},
@@ -167,6 +168,22 @@ def test_convert_sync_batchnorm_like_torch():
     assert not ours[1].training and ours[3][0].momentum is None and not ours[6].affine
     # a BatchNorm itself is returned as a new SyncBatchNorm
     assert isinstance(nt.SyncBatchNorm.convert_sync_batchnorm(nn.BatchNorm1d(3)), nt.SyncBatchNorm)
+
+
+def test_empty_global_batch_is_batch_norms_empty_batch():
+    """No process holds a sample: nothing to normalize, the running statistics stay (as in
+    BatchNorm), the parameters get zero gradients; the count 1 is still refused."""
+    from normtext.torch.sync import SyncBatchNormFunction
+    weight, bias = torch.ones(3, requires_grad=True), torch.zeros(3, requires_grad=True)
+    mean, var = torch.full((3,), 0.5), torch.full((3,), 2.0)
+    x = torch.randn(0, 3, 4, 4, requires_grad=True)
+    y = SyncBatchNormFunction.apply(x, weight, bias, mean, var, 1e-5, 0.1, None, 1)
+    y.sum().backward()
+    assert y.shape == x.grad.shape == x.shape
+    assert torch.equal(mean, torch.full((3,), 0.5)) and torch.equal(var, torch.full((3,), 2.0))
+    assert torch.equal(weight.grad, torch.zeros(3)) and torch.equal(bias.grad, torch.zeros(3))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        SyncBatchNormFunction.apply(torch.randn(1, 3), weight, bias, mean, var, 1e-5, 0.1, None, 1)
 
 
 def test_global_statistics_are_accurate_far_from_zero():
