@@ -1,0 +1,170 @@
+"""The CPU backend of :mod:`normtext.kernels`: torch tensors in, Numba loops, torch tensors out.
+
+Each function takes and returns contiguous tensors in the *compute* dtype
+(float32 or float64; :mod:`normtext.kernels.functional` converts
+float16/bfloat16 at the boundary, Numba having no bfloat16) and hands their
+memory to the loops of :mod:`normtext.kernels._numba` through ``.numpy()``
+views, without copies.
+
+Numba is imported on first use. Its cache of compiled loops goes to
+``$NUMBA_CACHE_DIR`` when set, else ``$NORMTEXT_CACHE/numba``, else
+``_build/numba-cache`` of the checkout normtext runs from, else
+``~/.cache/normtext/numba``: never into the source tree.
+"""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+_KERNELS = None
+
+
+def numba_cache_dir() -> Path:
+    """Where Numba's compiled loops are cached (see the module docstring for the order)."""
+    if os.environ.get("NUMBA_CACHE_DIR"):
+        return Path(os.environ["NUMBA_CACHE_DIR"])
+    if os.environ.get("NORMTEXT_CACHE"):
+        return Path(os.environ["NORMTEXT_CACHE"]) / "numba"
+    root = Path(__file__).resolve().parents[2]
+    if (root / "_config.yml").exists() and (root / "normtext").is_dir():  # a checkout of the book
+        return root / "_build" / "numba-cache"
+    return Path.home() / ".cache" / "normtext" / "numba"
+
+
+def numba_available() -> bool:
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def kernels():
+    """The compiled loops (:mod:`normtext.kernels._numba`), importing Numba on first use."""
+    global _KERNELS
+    if _KERNELS is None:
+        cache = numba_cache_dir()
+        os.environ.setdefault("NUMBA_CACHE_DIR", str(cache))
+        try:
+            import numba
+        except ImportError as e:
+            raise ImportError(
+                "normtext.kernels needs Numba on the CPU: pip install 'normtext[kernels]' "
+                "(numba 0.60 is the last release for numpy 1.23)") from e
+        numba.config.CACHE_DIR = str(cache)  # also when numba was imported before us
+        from . import _numba
+        _KERNELS = _numba
+    return _KERNELS
+
+
+@lru_cache(maxsize=64)
+def _constant(value: float, n: int, dtype: torch.dtype) -> np.ndarray:
+    return np.full(n, value, dtype=torch.empty(0, dtype=dtype).numpy().dtype)
+
+
+def _param(t: Optional[Tensor], n: int, dtype: torch.dtype, absent: float) -> np.ndarray:
+    """The parameter as a flat array; an absent one as ones (gamma) or zeros (beta)."""
+    if t is None:
+        return _constant(absent, n, dtype)
+    return t.detach().reshape(-1).to(dtype).contiguous().numpy()
+
+
+def _threads(rows: int) -> int:
+    """Follow torch's thread setting (``torch.set_num_threads``); at most one part per row."""
+    import numba
+    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    return max(1, min(n, rows))
+
+
+# --- LayerNorm ------------------------------------------------------------------------
+
+def layer_norm_forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
+                       eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """``x``: ``(rows, m)`` contiguous. Returns ``(y, mean, rstd)``, the statistics in float64."""
+    K = kernels()
+    rows, m = x.shape
+    _threads(rows)
+    y = torch.empty_like(x)
+    mean = torch.empty(rows, dtype=torch.float64)
+    rstd = torch.empty(rows, dtype=torch.float64)
+    K.layer_norm_forward(x.numpy(), _param(weight, m, x.dtype, 1.0), _param(bias, m, x.dtype, 0.0),
+                         float(eps), y.numpy(), mean.numpy(), rstd.numpy())
+    return y, mean, rstd
+
+
+def layer_norm_backward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor,
+                        weight: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(dx, dweight, dbias)`` (the parameter gradients flat, in the compute dtype)."""
+    K = kernels()
+    rows, m = x.shape
+    parts = _threads(rows)
+    dx = torch.empty_like(x)
+    dw_part = torch.zeros(parts, m, dtype=x.dtype)
+    db_part = torch.zeros(parts, m, dtype=x.dtype)
+    K.layer_norm_backward(dy.numpy(), x.numpy(), mean.numpy(), rstd.numpy(),
+                          _param(weight, m, x.dtype, 1.0), dx.numpy(), dw_part.numpy(),
+                          db_part.numpy())
+    return dx, dw_part.sum(0), db_part.sum(0)
+
+
+# --- RMSNorm --------------------------------------------------------------------------
+
+def rms_norm_forward(x: Tensor, weight: Optional[Tensor], eps: float) -> Tuple[Tensor, Tensor]:
+    K = kernels()
+    rows, m = x.shape
+    _threads(rows)
+    y = torch.empty_like(x)
+    rstd = torch.empty(rows, dtype=torch.float64)
+    K.rms_norm_forward(x.numpy(), _param(weight, m, x.dtype, 1.0), float(eps), y.numpy(),
+                       rstd.numpy())
+    return y, rstd
+
+
+def rms_norm_backward(dy: Tensor, x: Tensor, rstd: Tensor,
+                      weight: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    K = kernels()
+    rows, m = x.shape
+    dx = torch.empty_like(x)
+    dw_part = torch.zeros(_threads(rows), m, dtype=x.dtype)
+    K.rms_norm_backward(dy.numpy(), x.numpy(), rstd.numpy(), _param(weight, m, x.dtype, 1.0),
+                        dx.numpy(), dw_part.numpy())
+    return dx, dw_part.sum(0)
+
+
+# --- GroupNorm ------------------------------------------------------------------------
+
+def group_norm_forward(x: Tensor, groups: int, weight: Optional[Tensor], bias: Optional[Tensor],
+                       eps: float) -> Tuple[Tensor, Tensor, Tensor]:
+    """``x``: ``(N * G, C / G, L)`` contiguous."""
+    K = kernels()
+    rows, c = x.shape[0], groups * x.shape[1]
+    _threads(rows)
+    y = torch.empty_like(x)
+    mean = torch.empty(rows, dtype=torch.float64)
+    rstd = torch.empty(rows, dtype=torch.float64)
+    K.group_norm_forward(x.numpy(), _param(weight, c, x.dtype, 1.0), _param(bias, c, x.dtype, 0.0),
+                         groups, float(eps), y.numpy(), mean.numpy(), rstd.numpy())
+    return y, mean, rstd
+
+
+def group_norm_backward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, groups: int,
+                        weight: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
+    """``(dx, dweight, dbias)``; the parameter gradients are per channel, ``(C,)``."""
+    K = kernels()
+    rows, cg, _ = x.shape
+    n, c = rows // groups, groups * cg
+    _threads(rows)
+    dx = torch.empty_like(x)
+    ds = torch.empty(n, c, dtype=torch.float64)
+    db = torch.empty(n, c, dtype=torch.float64)
+    K.group_norm_backward(dy.numpy(), x.numpy(), mean.numpy(), rstd.numpy(),
+                          _param(weight, c, x.dtype, 1.0), groups, dx.numpy(), ds.numpy(),
+                          db.numpy())
+    return dx, ds.sum(0).to(x.dtype), db.sum(0).to(x.dtype)
