@@ -143,7 +143,7 @@ def test_make_norm_kinds_and_error():
 def test_dynamic_tanh_formula_parameters_and_elementwise():
     dyt = DynamicTanh(6)
     assert [n for n, _ in dyt.named_parameters()] == ["alpha", "weight", "bias"]
-    assert float(dyt.alpha) == 0.5 and dyt.weight.shape == (6,)
+    assert dyt.alpha.item() == 0.5 and dyt.weight.shape == (6,)
     with torch.no_grad():
         dyt.weight.uniform_(0.5, 2)
         dyt.bias.uniform_(-1, 1)
@@ -354,3 +354,30 @@ def test_batch_stat_deviation_sees_the_padding():
     padded = ts.batch_stat_deviation(feats, pad, 8, include_padding=True)
     assert masked["mean deviation"] < 0.3 < padded["mean deviation"]
     assert masked["variance deviation"] < padded["variance deviation"]
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_arms_change_only_what_they_name(quick):
+    base, arms = ts.base_config(quick), ts.arms(quick)
+    assert base["norm_first"] and base["norm"] == "layer" and base["warmup"] == 0
+    changed = {name: {k for k in base if config[k] != base[k]} for name, config in arms.items()}
+    assert changed == {"post-LN, warm-up": {"norm_first", "warmup"},
+                       "post-LN, no warm-up": {"norm_first"}, "pre-LN, no warm-up": set(),
+                       "pre-DyT, no warm-up": {"norm"}, "pre-BatchNorm, no warm-up": {"norm"},
+                       "pre-LN, lr x10": {"lr"}, "pre-LN + QK-norm, lr x10": {"lr", "qk_norm"}}
+    assert arms["post-LN, warm-up"]["warmup"] == base["steps"] // 10
+    assert arms["pre-LN, lr x10"]["lr"] == pytest.approx(10 * base["lr"])
+
+
+def test_run_arms_pairs_seeds_and_caches_each_run(monkeypatch):
+    calls = []
+    monkeypatch.setattr(ts, "train_lm", lambda config, seed: {"val_loss": config["lr"] + seed})
+
+    def fake_cached(name, config, run):
+        calls.append((name, config["seed"], config["lr"]))
+        return run()
+
+    out = ts.run_arms({"a": {"lr": 1.0}, "b": {"lr": 2.0}}, [0, 3], cached=fake_cached)
+    assert ts.metric(out["a"]) == {0: 1.0, 3: 4.0} and ts.metric(out["b"]) == {0: 2.0, 3: 5.0}
+    assert calls == [("transformer-lm", 0, 1.0), ("transformer-lm", 3, 1.0),
+                     ("transformer-lm", 0, 2.0), ("transformer-lm", 3, 2.0)]
