@@ -46,6 +46,7 @@ LAYERS = [
     (lambda bias: nn.Conv1d(3, 6, 3, bias=bias), nn.BatchNorm1d, (4, 3, 10), False),
     (lambda bias: nn.Conv2d(3, 6, 3, padding=1, bias=bias), nn.BatchNorm2d, (4, 3, 7, 7), False),
     (lambda bias: nn.Conv3d(3, 6, 3, bias=bias), nn.BatchNorm3d, (2, 3, 5, 5, 5), False),
+    (lambda bias: nn.Conv2d(6, 6, 3, groups=6, bias=bias), nn.BatchNorm2d, (4, 6, 5, 5), False),
     (lambda bias: nn.Linear(12, 6, bias=bias), nn.BatchNorm1d, (5, 12), True),
 ]
 
@@ -78,7 +79,7 @@ def test_fold_equals_unfolded_and_torch_fusion(make_layer, make_bn, shape, linea
     assert folded is not layer and folded.weight is not layer.weight
 
 
-@pytest.mark.torch_message
+@pytest.mark.pinned_torch
 def test_torch_fuse_linear_needs_bn_affine():
     """torch 2.13's fuse_linear_bn_eval multiplies by bn.weight, None without affine; ours folds."""
     lin, bn = nn.Linear(4, 3).eval(), randomized_bn(nn.BatchNorm1d(3, affine=False))
@@ -88,7 +89,7 @@ def test_torch_fuse_linear_needs_bn_affine():
     assert rel(P.fold_batch_norm(lin, bn)(x), bn(lin(x))) < compare.tolerance("float32", 4)
 
 
-@pytest.mark.torch_message
+@pytest.mark.pinned_torch
 def test_fold_errors_match_torch():
     conv, bn = nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4)
     for ours, theirs in [(lambda: P.fold_batch_norm(conv, bn), lambda: fuse_conv_bn_eval(conv, bn))]:
@@ -171,7 +172,7 @@ def test_frozen_batch_norm_semantics():
     assert torch.equal(fresh(x), frozen(x))
 
 
-@pytest.mark.torch_message
+@pytest.mark.pinned_torch
 def test_frozen_batch_norm_errors_like_batch_norm_2d():
     with pytest.raises(ValueError, match=r"expected 4D input \(got 3D input\)"):
         nn.BatchNorm2d(5)(torch.randn(2, 5, 3))
@@ -195,6 +196,8 @@ def test_freeze_batch_norm_replaces_every_bn2d():
     assert sum(isinstance(m, P.FrozenBatchNorm2d) for m in frozen.modules()) == 3
     assert rel(frozen(x), want) < compare.tolerance("float32", 16 * 9)
     assert isinstance(P.freeze_batch_norm(nn.BatchNorm2d(3)), P.FrozenBatchNorm2d)
+    frozen64 = P.FrozenBatchNorm2d.from_batch_norm(randomized_bn(nn.BatchNorm2d(3)).double())
+    assert frozen64.running_var.dtype == torch.float64
 
 
 # --- precise BN ---------------------------------------------------------------------------
@@ -304,7 +307,7 @@ def test_batch_renorm_unclipped_trains_with_population_statistics():
     assert rel(x.grad, xd.grad) < compare.tolerance("float32", 6)
 
 
-@pytest.mark.torch_message
+@pytest.mark.pinned_torch
 def test_batch_renorm_errors_match_batch_norm():
     for ours, theirs, x in [(P.BatchRenorm1d(3), nn.BatchNorm1d(3), torch.randn(1, 3)),
                             (P.BatchRenorm2d(3), nn.BatchNorm2d(3), torch.randn(2, 3, 4))]:
@@ -350,7 +353,7 @@ def test_one_ghost_batch_is_batch_norm():
     assert list(ghost.state_dict()) == list(bn.state_dict())
 
 
-@pytest.mark.torch_message
+@pytest.mark.pinned_torch
 def test_ghost_batch_of_one_is_refused_as_by_batch_norm():
     with pytest.raises(ValueError) as want:
         nn.BatchNorm1d(3)(torch.randn(1, 3))

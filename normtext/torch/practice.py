@@ -163,7 +163,7 @@ class FrozenBatchNorm2d(nn.Module):
         """The frozen copy of a BatchNorm's evaluation-mode map (its running statistics, gamma and beta)."""
         if bn.running_mean is None:
             raise ValueError("a BatchNorm with track_running_stats=False has no statistics to freeze")
-        frozen = cls(bn.num_features, bn.eps).to(bn.running_mean.device)
+        frozen = cls(bn.num_features, bn.eps).to(bn.running_mean)   # its device and dtype
         frozen.running_mean.copy_(bn.running_mean)
         frozen.running_var.copy_(bn.running_var)
         if bn.weight is not None:
