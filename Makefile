@@ -19,7 +19,7 @@ BOOK_HTML ?= $(patsubst %/index.html,%,$(firstword $(shell ls -t $(FULL_HTML)/in
 export NORMTEXT_CACHE ?= $(CURDIR)/_build/normtext-cache
 export PYTHONHASHSEED = 0
 
-.PHONY: book test unit notebooks quick-book browser-test clean env mutation
+.PHONY: book test unit notebooks quick-book browser-test clean env current-stack mutation
 
 env: $(STAMP)
 
@@ -33,12 +33,15 @@ $(STAMP): requirements.txt pyproject.toml
 # The book with the full experiments, every notebook executed (cached by jupyter-cache
 # in _build/.jupyter_cache), into _build/html.
 book: $(STAMP)
-	NORMTEXT_QUICK=0 $(BIN)/jupyter-book build $(BOOK) -W --keep-going
+	NORMTEXT_QUICK=0 NORMTEXT_JUPYTER_CACHE=$(abspath $(BOOK))/_build/.jupyter_cache \
+	    $(BIN)/jupyter-book build $(BOOK) -W --keep-going
 
 # The book with the quick experiments (NORMTEXT_QUICK=1), as CI builds it, in its
 # own folder: _build/quick/_build/html, with its own cache beside it.
+# (NORMTEXT_JUPYTER_CACHE tells book/how-built.md which cache to read.)
 quick-book: $(STAMP)
-	NORMTEXT_QUICK=1 $(BIN)/jupyter-book build $(BOOK) --path-output $(QUICK_OUT) -W --keep-going
+	NORMTEXT_QUICK=1 NORMTEXT_JUPYTER_CACHE=$(abspath $(QUICK_OUT))/_build/.jupyter_cache \
+	    $(BIN)/jupyter-book build $(BOOK) --path-output $(QUICK_OUT) -W --keep-going
 
 # Unit tests plus every notebook run by nbval, in quick mode.
 test: $(STAMP)
@@ -50,6 +53,27 @@ browser-test: $(STAMP)
 	@echo "browser test of $(BOOK_HTML)"
 	NORMTEXT_BROWSER_TEST=1 NORMTEXT_HTML_DIR=$(BOOK_HTML) $(BIN)/python -m pytest tests/browser -q -p no:randomly
 	cat $(BOOK_HTML)/../screenshots/browser-report.txt
+
+# The package as a reader installs it on a current stack (CI's second stage): a fresh
+# Python 3.13 venv, the newest numpy 2 and torch pip takes there, `pip install .[data,test]`
+# (ranges from pyproject.toml, no pins, no MXNet); the unit tests of the installed package
+# (MXNet tests skip with their reason) and one chapter under nbval, in quick mode.
+PYTHON_CURRENT ?= python3.13
+VENV_CURRENT   ?= .venv313
+CHAPTER_CURRENT ?= book/layer-norm.ipynb
+# The NumPy and PyTorch floors, the testing harness and the packaging (tools, distributed
+# runs, experiments and program transforms run in the book's stage only).
+TESTS_CURRENT = $(addprefix tests/test_,$(addsuffix .py,spec batch_norm layer_norm \
+    instance_group_lrn more_norms unified normfree edge_cases input_checks precision \
+    conventions errata compare numerics rules layout packaging batch_norm_mxnet mxnet_numerics))
+current-stack:
+	test -x $(VENV_CURRENT)/bin/python || $(PYTHON_CURRENT) -m venv $(VENV_CURRENT)
+	$(VENV_CURRENT)/bin/python -m pip install -q --upgrade pip
+	$(VENV_CURRENT)/bin/python -m pip install -q --progress-bar off --upgrade "numpy>=2" torch ".[data,test]"
+	@# What a chapter's first cell prints here (versions, device, the note that MXNet cells skip).
+	cd book && NORMTEXT_QUICK=1 $(abspath $(VENV_CURRENT))/bin/python -c "import normtext; print('normtext from', normtext.__file__); from normtext.experiments.notebook import setup; setup()"
+	NORMTEXT_QUICK=1 $(VENV_CURRENT)/bin/pytest $(TESTS_CURRENT) -q -rfEsxX -p no:randomly
+	NORMTEXT_QUICK=1 $(VENV_CURRENT)/bin/pytest $(CHAPTER_CURRENT) --nbval-lax --nbval-current-env -q -p no:randomly
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests -q

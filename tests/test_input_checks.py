@@ -178,7 +178,7 @@ TORCH_MESSAGE = {"group_norm: bias size (prints the weight's shape)",
                  "group_norm: bias size, no weight"}
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.torch_message)
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.pinned_torch)
                                   if c in TORCH_MESSAGE else c for c in REFUSED])
 def test_refused_like_torch(case):
     theirs, ours = _raised(lambda: REFUSED[case](THEIRS)), _raised(lambda: REFUSED[case](OURS))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -148,8 +149,9 @@ def test_the_pinned_environment_lies_inside_the_package_ranges():
 
 TINY_NOTEBOOK = {
     "cells": [{"cell_type": "code", "execution_count": None, "id": "mode", "metadata": {},
-               "outputs": [], "source": ["import normtext\n",
-                                         "print('mode:', 'quick' if normtext.quick_mode() else 'full')"]}],
+               "outputs": [], "source": ["import os, normtext\n",
+                                         "print('mode:', 'quick' if normtext.quick_mode() else 'full')\n",
+                                         "print('cache:', os.environ.get('NORMTEXT_JUPYTER_CACHE'))"]}],
     "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
     "nbformat": 4, "nbformat_minor": 5,
 }
@@ -168,11 +170,12 @@ def make(target: str, book: Path, quick_in_env: str | None) -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
 
-def executed_mode(html: Path) -> str:
+def executed(html: Path) -> tuple[str, Path]:
+    """The mode the tiny notebook ran in, and the execution cache the build named to it."""
     text = html.read_text()
     modes = [m for m in ("quick", "full") if f"mode: {m}" in text]
     assert len(modes) == 1, modes
-    return modes[0]
+    return modes[0], Path(re.search(r"cache: (\S+)", text).group(1))
 
 
 def test_a_full_build_after_a_quick_build_executes_in_full_mode(tmp_path):
@@ -193,5 +196,8 @@ def test_a_full_build_after_a_quick_build_executes_in_full_mode(tmp_path):
     # environment, book with NORMTEXT_QUICK=1 left over in it.
     make("quick-book", book, quick_in_env=None)
     make("book", book, quick_in_env="1")
-    assert executed_mode(book / "_build" / "html" / "tiny.html") == "full"
-    assert executed_mode(book / "_build" / "quick" / "_build" / "html" / "tiny.html") == "quick"
+    for mode, out in [("full", book / "_build"), ("quick", book / "_build" / "quick" / "_build")]:
+        ran_in, cache = executed(out / "html" / "tiny.html")
+        assert ran_in == mode
+        # book/how-built.md reads the cache the build names: that of its own mode.
+        assert cache == out / ".jupyter_cache" and (cache / "global.db").is_file()
