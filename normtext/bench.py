@@ -50,6 +50,7 @@ import csv
 import json
 import math
 import os
+import platform
 import statistics
 import sys
 import time
@@ -64,6 +65,10 @@ from normtext.testing.timing import calibrate, interleaved, per_call, quartiles,
 
 IMPLS = ("built-in", "normtext eager", "normtext compiled")
 FLOOR = "compiled affine"  # the floor of the compiled path, timed beside IMPLS
+FUSED = "fused"  # normtext.kernels: Numba on the CPU, Triton on CUDA, where the norm has one
+# the implementation names of the --json records
+SHORT_NAMES = {"built-in": "built-in", "normtext eager": "eager", "normtext compiled": "compiled",
+               FLOOR: "floor", FUSED: "fused"}
 PASSES = ("forward", "forward+backward")
 QUICK_NORMS = ("BatchNorm", "LayerNorm", "RMSNorm", "GroupNorm", "InstanceNorm")
 
@@ -155,14 +160,32 @@ def _pass_fn(fn: Callable, x, w, b, dy, backward: bool) -> Callable:
     return lambda: torch.autograd.grad(fn(x, w, b), inputs, dy)
 
 
+def fused_implementation(case: registry.NormCase, device: str = "cpu") -> Optional[Callable]:
+    """``(x, weight, bias) -> y`` by :mod:`normtext.kernels`, or None.
+
+    None when the kernels have no such norm, or their compiler for ``device``
+    (Numba on the CPU, Triton on CUDA) is not installed.
+    """
+    from normtext import kernels
+    if not hasattr(kernels.functional, case.functional):
+        return None
+    ready = kernels.triton_available() if device.startswith("cuda") else kernels.numba_available()
+    if not ready:
+        return None
+    return lambda x, w, b: case.call(kernels.functional, x, w, b)
+
+
 def bench_case(case: registry.NormCase, shape, *, device: str = "cpu",
                dtype: torch.dtype = torch.float32, repeats: int = 5, min_time: float = 0.02,
                compile: bool = True, bandwidth: Optional[float] = None,
-               candidate: Optional[Callable] = None) -> List[dict]:
+               candidate: Optional[Callable] = None, fused: bool = True) -> List[dict]:
     """Time every implementation of one norm on one input shape; one row per (pass, impl).
 
     ``candidate``: ``(x, weight, bias) -> y`` to time instead of normtext's
     function, eager and compiled (to try a variant of the formula).
+    ``fused``: also time :mod:`normtext.kernels` where it has the norm; its
+    first call (Numba's or Triton's compilation, or loading it from the cache)
+    is timed on its own and reported as ``first_call_s``.
     """
     impls = registry.implementations(case)
     if candidate is not None:
@@ -182,6 +205,15 @@ def bench_case(case: registry.NormCase, shape, *, device: str = "cpu",
         fns["normtext compiled"] = compiled
         if case.affine is not None:
             fns[FLOOR] = torch.compile(affine_step(case))
+    first_call_s = None
+    kernel = fused_implementation(case, device) if fused else None
+    if kernel is not None:
+        sync()
+        start = time.perf_counter()
+        _pass_fn(kernel, x, w, b, dy, backward=True)()  # compiles (or loads) forward and backward
+        sync()
+        first_call_s = time.perf_counter() - start
+        fns[FUSED] = kernel
 
     rows = []
     itemsize = torch.empty((), dtype=dtype).element_size()
@@ -213,6 +245,7 @@ def bench_case(case: registry.NormCase, shape, *, device: str = "cpu",
                    "roofline_fraction": nbytes / med / same_size_bw,
                    "roofline_fraction_large_copy": (nbytes / med / bandwidth) if bandwidth else None,
                    "compile_s": compile_s if name == "normtext compiled" else None,
+                   "first_call_s": first_call_s if name == FUSED else None,
                    "repeats": repeats, "calls_per_repeat": numbers[name]}
             rows.append(row)
     return rows
@@ -323,7 +356,7 @@ def run(*, quick: bool = False, device: str = "cpu", dtype: str = "float32",
         norms: Optional[Sequence[str]] = None, shapes: Optional[Dict[str, Sequence]] = None,
         repeats: Optional[int] = None, min_time: Optional[float] = None,
         compile: bool = True, bandwidth_bytes: Optional[int] = None, mxnet: bool = False,
-        progress: Callable[[str], None] = lambda s: None) -> dict:
+        fused: bool = True, progress: Callable[[str], None] = lambda s: None) -> dict:
     """Benchmark every available norm; returns ``{"environment", "bandwidth", "rows"}``.
 
     ``shapes`` maps a norm's name to the shapes to time (default: the registry's
@@ -346,7 +379,7 @@ def run(*, quick: bool = False, device: str = "cpu", dtype: str = "float32",
             progress(f"{case.name} {tuple(shape)}")
             rows += bench_case(case, tuple(shape), device=device, dtype=torch_dtype,
                                repeats=repeats, min_time=min_time, compile=compile,
-                               bandwidth=bw["bytes_per_s"])
+                               bandwidth=bw["bytes_per_s"], fused=fused)
     mxnet_rows: List[dict] = []
     if mxnet:
         from normtext import mxnet_available
@@ -378,7 +411,7 @@ def table_rows(results: dict) -> List[dict]:
         key = (r["norm"], r["shape"], r["pass"])
         row = out.setdefault(key, {"norm": r["norm"], "shape": r["shape"], "pass": r["pass"]})
         short = {"built-in": "built-in", "normtext eager": "eager",
-                 "normtext compiled": "compiled", FLOOR: "affine"}[r["impl"]]
+                 "normtext compiled": "compiled", FLOOR: "affine", FUSED: "fused"}[r["impl"]]
         if r["impl"] == "built-in":
             row["built-in ms"] = 1e3 * r["median_s"]
             row["built-in ms IQR"] = 1e3 * (r["q3_s"] - r["q1_s"])
@@ -389,6 +422,8 @@ def table_rows(results: dict) -> List[dict]:
                                         if r["roofline_fraction"] is not None else None)
         if r["compile_s"] is not None:
             row["compile s"] = r["compile_s"]
+        if r.get("first_call_s") is not None:
+            row["fused first call s"] = r["first_call_s"]
     return list(out.values())
 
 
@@ -402,11 +437,13 @@ def format_table(results: dict) -> str:
             f"(median of {env['repeats']}; {bw['buffer_bytes'] / 2**20:.0f} MiB buffer)\n"
             f"ratios: time / built-in time, median [quartiles] over {env['repeats']} paired rounds\n"
             f"affine/bi: y = x * gamma + beta alone, compiled: the floor of the compiled path\n"
+            f"fused/bi: normtext.kernels (Numba on the CPU, Triton on CUDA); 1st s: its first "
+            f"call (compilation, or loading it from the cache)\n"
             f"%BW: least traffic (bytes read + written once) / time / bandwidth of a copy of x "
             f"timed in the same rounds\n")
     cols = ["norm", "shape", "pass", "built-in ms", "eager/bi", "compiled/bi", "affine/bi",
-            "%BW bi", "%BW eager", "%BW comp", "compile s"]
-    widths = [12, 14, 16, 11, 18, 18, 18, 7, 9, 8, 9]
+            "fused/bi", "%BW bi", "%BW eager", "%BW comp", "%BW fused", "compile s", "1st s"]
+    widths = [12, 14, 16, 11, 18, 18, 18, 18, 7, 9, 8, 9, 9, 6]
     fmt_ratio = lambda row, k: (f"{row[k + ' / built-in']:.2f} [{row[k + ' ratio IQR'][0]:.2f}-"
                                 f"{row[k + ' ratio IQR'][1]:.2f}]"
                                 if k + " / built-in" in row else "-")
@@ -416,9 +453,12 @@ def format_table(results: dict) -> str:
     for row in table_rows(results):
         cells = [row["norm"], row["shape"], row["pass"], f"{row['built-in ms']:.3f}",
                  fmt_ratio(row, "eager"), fmt_ratio(row, "compiled"), fmt_ratio(row, "affine"),
+                 fmt_ratio(row, "fused"),
                  fmt_pct(row.get("built-in % of copy BW")), fmt_pct(row.get("eager % of copy BW")),
-                 fmt_pct(row.get("compiled % of copy BW")),
-                 f"{row['compile s']:.1f}" if row.get("compile s") is not None else "-"]
+                 fmt_pct(row.get("compiled % of copy BW")), fmt_pct(row.get("fused % of copy BW")),
+                 f"{row['compile s']:.1f}" if row.get("compile s") is not None else "-",
+                 f"{row['fused first call s']:.1f}" if row.get("fused first call s") is not None
+                 else "-"]
         lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths)))
     return head + "\n".join(lines)
 
@@ -437,6 +477,53 @@ def write(results: dict, path: str) -> None:
     else:
         with open(path, "w") as f:
             json.dump(results, f, indent=1)
+
+
+def provenance(results: dict) -> dict:
+    """Where and when a run was made, once per ``--json`` file: the machine, threads, versions, date."""
+    env = dict(results["environment"])
+    env["cpu_model"] = _cpu_model()
+    for package in ("numba", "triton", "llvmlite"):
+        try:
+            env[package] = __import__(package).__version__
+        except ImportError:
+            env[package] = None
+    env["copy_bytes_per_s"] = results["bandwidth"]["bytes_per_s"]
+    return env
+
+
+def _cpu_model() -> Optional[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or None
+
+
+def records(results: dict) -> List[dict]:
+    """One record per (norm, shape, pass, implementation), as ``--json`` writes them.
+
+    ``ratio``: median time over the built-in's, per paired round, with its
+    quartiles ``ratio_q1``/``ratio_q3``; ``copy_fraction``: the least traffic
+    of the pass over its median time, as a fraction of the bandwidth of a
+    copy of ``x`` timed in the same rounds.
+    """
+    return [{"norm": r["norm"], "shape": r["shape"], "pass": r["pass"],
+             "implementation": SHORT_NAMES[r["impl"]], "ratio": r["ratio"],
+             "ratio_q1": r["ratio_q1"], "ratio_q3": r["ratio_q3"],
+             "copy_fraction": r["roofline_fraction"], "median_s": r["median_s"],
+             "first_call_s": r.get("first_call_s") if r["impl"] == FUSED else r.get("compile_s")}
+            for r in results["rows"]]
+
+
+def write_json(results: dict, path: str) -> None:
+    """``{"provenance": {...}, "records": [...]}``: :func:`provenance` once, :func:`records`."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"provenance": provenance(results), "records": records(results)}, f, indent=1)
 
 
 def read(path: str) -> dict:
@@ -458,6 +545,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--threads", type=int,
                    help="torch CPU threads (default: torch's; 1 is steadier on a busy machine)")
     p.add_argument("--out", help="results file (.json or .csv); on CUDA default gpu-bench.json")
+    p.add_argument("--json", metavar="PATH",
+                   help="write one record per (norm, shape, pass, implementation) and the "
+                        "provenance once")
+    p.add_argument("--no-fused", action="store_true", help="skip normtext.kernels")
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("CUDA is not available here", file=sys.stderr)
@@ -467,6 +558,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     start = time.perf_counter()
     results = run(quick=args.quick, device=args.device, dtype=args.dtype, norms=args.norms,
                   repeats=args.repeats, compile=not args.no_compile, mxnet=args.mxnet,
+                  fused=not args.no_fused,
                   progress=lambda s: print(f"[bench] {s}", file=sys.stderr, flush=True))
     results["environment"]["wall_s"] = time.perf_counter() - start
     print(format_table(results))
@@ -477,6 +569,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if out:
         write(results, out)
         print(f"results written to {out}")
+    if args.json:
+        write_json(results, args.json)
+        print(f"records written to {args.json}")
     return 0
 
 

@@ -99,17 +99,73 @@ def tiny_results():
                      repeats=3, min_time=1e-4, compile=False, bandwidth_bytes=2**20)
 
 
+def _fused(norm):
+    """The fused implementation's name where normtext.kernels times this norm here (Numba)."""
+    return (bench.FUSED,) if bench.fused_implementation(registry.REGISTRY[norm]) else ()
+
+
 def test_bench_rows_have_every_pass_and_implementation(tiny_results):
     rows = tiny_results["rows"]
     assert {(r["norm"], r["pass"], r["impl"]) for r in rows} == {
         (n, p, i) for n in ("LayerNorm", "BatchNorm") for p in bench.PASSES
-        for i in ("built-in", "normtext eager")}
+        for i in ("built-in", "normtext eager") + _fused(n)}
     for r in rows:
         assert r["q1_s"] <= r["median_s"] <= r["q3_s"]
         assert r["ratio_q1"] <= r["ratio"] <= r["ratio_q3"]
         assert r["bytes"] > 0 and r["roofline_fraction"] > 0
         if r["impl"] == "built-in":
             assert r["ratio"] == 1.0
+
+
+def test_bench_fused_column_where_the_kernels_have_the_norm(tiny_results):
+    """LayerNorm has a fused kernel (a row and a first-call time), BatchNorm none."""
+    assert bench.fused_implementation(registry.REGISTRY["BatchNorm"]) is None
+    fused = [r for r in tiny_results["rows"] if r["impl"] == bench.FUSED]
+    assert {r["norm"] for r in fused} == ({"LayerNorm"} if _fused("LayerNorm") else set())
+    assert all(r["first_call_s"] > 0 for r in fused)
+    assert all(r["first_call_s"] is None for r in tiny_results["rows"] if r["impl"] != bench.FUSED)
+    assert "fused/bi" in bench.format_table(tiny_results)
+
+
+JSON_KEYS = {"norm", "shape", "pass", "implementation", "ratio", "ratio_q1", "ratio_q3",
+             "copy_fraction"}
+
+
+def test_bench_json_records_and_provenance(tiny_results, tmp_path):
+    path = tmp_path / "sub" / "bench.json"
+    bench.write_json(tiny_results, str(path))
+    data = json.loads(path.read_text())
+    assert set(data) == {"provenance", "records"}
+    for key in ("date", "cpu_model", "torch_threads", "torch", "numpy", "numba", "triton"):
+        assert key in data["provenance"]
+    records = data["records"]
+    assert len(records) == len(tiny_results["rows"])
+    keys = [(r["norm"], r["shape"], r["pass"], r["implementation"]) for r in records]
+    assert len(set(keys)) == len(keys)  # one record per (norm, shape, pass, implementation)
+    for r in records:
+        assert JSON_KEYS <= set(r)
+        assert r["pass"] in ("forward", "forward+backward")
+        assert r["implementation"] in ("built-in", "eager", "compiled", "floor", "fused")
+        assert r["ratio_q1"] <= r["ratio"] <= r["ratio_q3"] and r["copy_fraction"] > 0
+        assert r["shape"] in ("2x8x16", "4x3x5x5")
+        if r["implementation"] == "built-in":
+            assert r["ratio"] == 1.0
+
+
+def test_bench_json_names_every_implementation(compiled_results):
+    names = {r["implementation"] for r in bench.records(compiled_results)}
+    assert names == {"built-in", "eager", "compiled", "floor"}
+
+
+def test_bench_command_line_json(tmp_path, capsys):
+    path = tmp_path / "quick.json"
+    assert bench.main(["--quick", "--no-compile", "--norms", "LayerNorm", "--repeats", "2",
+                       "--json", str(path)]) == 0
+    data = json.loads(path.read_text())
+    assert data["provenance"]["quick"] is True
+    assert {r["implementation"] for r in data["records"]} == {"built-in", "eager", *_fused(
+        "LayerNorm")}
+    assert "fused/bi" in capsys.readouterr().out
 
 
 def test_bench_traffic_counts_every_tensor_once():
@@ -198,7 +254,7 @@ def test_affine_step_is_the_last_step_of_the_norm(name):
 @pytest.fixture(scope="module")
 def compiled_results():
     return bench.run(norms=["LayerNorm"], shapes={"LayerNorm": [(2, 8, 16)]}, repeats=2,
-                     min_time=1e-4, compile=True, bandwidth_bytes=2**20)
+                     min_time=1e-4, compile=True, bandwidth_bytes=2**20, fused=False)
 
 
 def test_bench_times_the_compiled_floor_beside_the_compiled_norm(compiled_results):

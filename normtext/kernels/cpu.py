@@ -58,9 +58,31 @@ def kernels():
                 "normtext.kernels needs Numba on the CPU: pip install 'normtext[kernels]' "
                 "(numba 0.60 is the last release for numpy 1.23)") from e
         numba.config.CACHE_DIR = str(cache)  # also when numba was imported before us
+        _launch_threads_passive()
         from . import _numba
         _KERNELS = _numba
     return _KERNELS
+
+
+def _launch_threads_passive() -> None:
+    """Start Numba's thread pool with OpenMP threads that sleep, not spin, when idle.
+
+    PyTorch brings its own OpenMP runtime and Numba loads the system's: two
+    pools of threads in one process. An OpenMP thread spins for a while after
+    each parallel region, so each pool's idle threads would take the cores the
+    other pool's next region needs. ``OMP_WAIT_POLICY=PASSIVE``, read once
+    when Numba's runtime loads, makes Numba's threads sleep instead; PyTorch's
+    runtime, loaded earlier, keeps its own setting. A policy the user set is
+    left alone.
+    """
+    from numba.np.ufunc import parallel
+    if os.environ.get("OMP_WAIT_POLICY") is not None:
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        parallel._launch_threads()
+    finally:
+        del os.environ["OMP_WAIT_POLICY"]
 
 
 @lru_cache(maxsize=64)
