@@ -9,10 +9,12 @@ read as PyTorch's.
 """
 from collections import OrderedDict
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
 
+from normtext import numpy as ref
 from normtext import torch as nt
 from normtext.torch import more, normfree, practice, rnn, transformer
 
@@ -39,14 +41,15 @@ FACTORIES = {
     "GroupNorm": lambda dt: nt.GroupNorm(2, 4, dtype=dt),
     "LayerNorm": lambda dt: nt.LayerNorm(4, dtype=dt),
     "RMSNorm": lambda dt: nt.RMSNorm(4, dtype=dt),
+    "LayerNormLSTMCell": lambda dt: nt.LayerNormLSTMCell(3, 4, dtype=dt),
 }
 
 
 @pytest.mark.parametrize("name", list(FACTORIES))
 def test_module_built_with_dtype_holds_every_floating_tensor_in_it(name):
     """Mutants: ``torch.zeros(num_features, **factory)`` -> ``torch.zeros(num_features)``
-    (BatchWhitening), ``dtype`` dropped from ``super().__init__`` (GhostBatchNorm) or from
-    the inner BatchNorm (SequenceBatchNorm)."""
+    (BatchWhitening, LayerNormLSTMCell's bias_ih), ``dtype`` dropped from
+    ``super().__init__`` (GhostBatchNorm) or from the inner BatchNorm (SequenceBatchNorm)."""
     module = FACTORIES[name](torch.float64)
     tensors = dict(module.named_parameters()) | dict(module.named_buffers())
     floating = {k: t.dtype for k, t in tensors.items() if t.is_floating_point()}
@@ -154,3 +157,75 @@ def test_batch_renorm_defaults_are_the_papers_final_limits():
     """Mutant: ``r_max: float = 3.0`` -> ``4.0``. Ioffe (2017) raises r_max to 3 and d_max to 5."""
     layer = practice.BatchRenorm2d(4)
     assert (layer.r_max, layer.d_max) == (3.0, 5.0)
+
+
+# --- the float64 reference checks its parameters as PyTorch does ------------------------------
+
+X = np.random.default_rng(0).normal(size=(4, 6, 3))
+BAD_PARAMETERS = {
+    "batch_norm weight": lambda F, t: F.batch_norm(t(X), None, None, t(np.ones(5)), None,
+                                                   training=True),
+    "batch_norm bias": lambda F, t: F.batch_norm(t(X), None, None, None, t(np.zeros(5)),
+                                                 training=True),
+    "layer_norm weight": lambda F, t: F.layer_norm(t(X), (3,), t(np.ones(2)), None),
+    "layer_norm bias": lambda F, t: F.layer_norm(t(X), (3,), None, t(np.zeros(2))),
+    "group_norm weight": lambda F, t: F.group_norm(t(X), 2, t(np.ones(5)), None),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_PARAMETERS))
+def test_numpy_reference_refuses_parameters_of_the_wrong_shape_as_torch(case):
+    """Mutants: ``weight=shape(weight)`` or ``bias=shape(bias)`` dropped from the NumPy
+    reference's checks (batch_norm, layer_norm, rms_norm, group_norm)."""
+    theirs = _raised(lambda: BAD_PARAMETERS[case](TF, torch.from_numpy))
+    ours = _raised(lambda: BAD_PARAMETERS[case](ref, np.asarray))
+    assert type(ours) is type(theirs) and str(ours) == str(theirs)
+
+
+def test_numpy_batch_norm_defaults_to_evaluation_like_torch():
+    """Mutant: ``training=False`` -> ``training=True`` as the default of the NumPy reference."""
+    rm, rv = np.full(6, 0.5), np.full(6, 2.0)
+    y = ref.batch_norm(X, rm, rv).y
+    tol = 16 * np.finfo(np.float64).eps * np.abs(y).max()  # a few elementwise roundings
+    np.testing.assert_allclose(y, (X - 0.5) / np.sqrt(2.0 + 1e-5), rtol=0, atol=tol)
+    want = TF.batch_norm(torch.from_numpy(X), torch.from_numpy(rm), torch.from_numpy(rv)).numpy()
+    np.testing.assert_allclose(y, want, rtol=0, atol=tol)
+
+
+def test_batch_norm_train_applies_the_bias():
+    """Mutant: ``shaped(bias)`` -> ``None`` in ``batch_norm_train`` (gradcheck alone passes)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, 4, generator=g, dtype=torch.float64)
+    w, b = torch.rand(3, generator=g, dtype=torch.float64) + 0.5, torch.randn(3, generator=g,
+                                                                              dtype=torch.float64)
+    got = nt.batch_norm_train(x, w, b)
+    want = TF.batch_norm(x, None, None, w, b, training=True)
+    m = 8 * 4
+    assert float((got - want).abs().max()) <= 16 * torch.finfo(torch.float64).eps * m ** 0.5 * \
+        float(want.abs().max())
+
+
+def test_adain_names_itself_in_its_errors():
+    """Mutant: ``"adain"`` -> ``"ADAIN"`` in the style check's message."""
+    with pytest.raises(ValueError, match=r"^adain expects an input of shape \(N, C, \*spatial\)"):
+        more.adain(torch.randn(2, 3, 4, 4), torch.randn(2, 3))
+
+
+def test_self_attention_takes_a_per_head_mask_as_torch():
+    """Mutant: ``reshape(-1, H, T, T)`` -> ``reshape(-1, H, T)`` for a 3-D ``(N * H, T, T)`` mask."""
+    N, T, E, H = 2, 5, 8, 2
+    g = torch.Generator().manual_seed(0)
+    ours = transformer.MultiheadSelfAttention(E, H, dtype=torch.float64)
+    theirs = torch.nn.MultiheadAttention(E, H, batch_first=True, dtype=torch.float64)
+    with torch.no_grad():
+        theirs.in_proj_weight.copy_(ours.in_proj_weight)
+        theirs.in_proj_bias.copy_(ours.in_proj_bias)
+        theirs.out_proj.weight.copy_(ours.out_proj.weight)
+        theirs.out_proj.bias.copy_(ours.out_proj.bias)
+    x = torch.randn(N, T, E, generator=g, dtype=torch.float64)
+    mask = torch.rand(N * H, T, T, generator=g) < 0.3
+    mask[..., 0] = False  # every query keeps one key
+    want, _ = theirs(x, x, x, attn_mask=mask, need_weights=False)
+    got = ours(x, attn_mask=mask)
+    assert float((got - want).abs().max()) <= 16 * torch.finfo(torch.float64).eps * E ** 0.5 * \
+        float(want.abs().max())
