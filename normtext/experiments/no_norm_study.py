@@ -180,7 +180,8 @@ def train_run(kind: str, data, *, batch_size: int, steps: int, seed: int, lr: fl
     parameter but the classifier's with :func:`adaptive_clip_grad_`. Returns the
     test accuracy (evaluation mode), the mean training loss of the last tenth of
     the steps and over all steps, whether the loss became non-finite, the fraction of units AGC
-    clipped (NF) and the seconds taken.
+    clipped (NF) and the seconds taken. A run whose loss becomes non-finite stops
+    there and is evaluated as it is.
     """
     old_threads = torch.get_num_threads()
     if threads:
@@ -218,7 +219,8 @@ def train_run(kind: str, data, *, batch_size: int, steps: int, seed: int, lr: fl
         net.eval()
         with torch.no_grad():
             logits = net(torch.from_numpy(data.X_test))
-            acc = float((logits.argmax(1).numpy() == data.y_test).mean()) if not diverged else 0.0
+            # a diverged run is scored with the network it left behind (about chance level)
+            acc = float((logits.argmax(1).numpy() == data.y_test).mean())
         tail = losses[-max(1, steps // 10):]
         return {"kind": kind, "batch_size": batch_size, "seed": seed, "steps": steps,
                 "test_acc": acc, "train_loss": float(np.mean(tail)) if not diverged else float("nan"),
