@@ -276,3 +276,59 @@ def batch_stat_deviation(features: Tensor, pad: Tensor, batch_size: int,
         dvar.append((rows.var(0, unbiased=False) / var - 1).abs().numpy())
     return {"mean deviation": float(np.median(np.concatenate(dmu))),
             "variance deviation": float(np.median(np.concatenate(dvar)))}
+
+
+# --- the chapter's runs ----------------------------------------------------------------
+
+#: The model of every run: small enough that one run takes seconds on one CPU thread.
+MODEL = dict(d_model=32, nhead=4, num_layers=2, dim_feedforward=64, max_len=32)
+
+
+def base_config(quick: bool) -> Dict:
+    """The run every arm starts from: pre-LN, LayerNorm, Adam at 1e-3, no warm-up.
+
+    Full build: 200 steps of 16 windows of 8 to 32 characters; quick mode: 40.
+    """
+    steps = 40 if quick else 200
+    return dict(MODEL, norm_first=True, norm="layer", qk_norm=None, lr=1e-3, warmup=0,
+                steps=steps, batch_size=16, val_batches=8, log_every=10 if not quick else 5)
+
+
+def arms(quick: bool) -> Dict[str, Dict]:
+    """The chapter's configurations, each a change to :func:`base_config`.
+
+    Warm-up, where used, is linear over the first tenth of the run. The high
+    learning rate of the QK-norm runs is ten times the base rate.
+    """
+    base = base_config(quick)
+    warm = base["steps"] // 10
+    changes = {
+        "post-LN, warm-up": dict(norm_first=False, warmup=warm),
+        "post-LN, no warm-up": dict(norm_first=False),
+        "pre-LN, no warm-up": {},
+        "pre-DyT, no warm-up": dict(norm="dyt"),
+        "pre-BatchNorm, no warm-up": dict(norm="batch"),
+        "pre-LN, lr x10": dict(lr=10 * base["lr"]),
+        "pre-LN + QK-norm, lr x10": dict(lr=10 * base["lr"], qk_norm="layer"),
+    }
+    return {name: dict(base, **change) for name, change in changes.items()}
+
+
+def run_arms(configs: Dict[str, Dict], seeds: Sequence[int], cached=None) -> Dict[str, Dict[int, Dict]]:
+    """``{arm: {seed: train_lm(config, seed)}}``; with ``cached`` (``experiments.train.cached``)
+    each run is stored on disk, keyed by its configuration and seed."""
+    out = {}
+    for name, config in configs.items():
+        out[name] = {}
+        for seed in seeds:
+            if cached is None:
+                out[name][seed] = train_lm(config, seed)
+            else:
+                out[name][seed] = cached("transformer-lm", dict(config, seed=seed),
+                                         lambda c=config, s=seed: train_lm(c, s))
+    return out
+
+
+def metric(runs: Dict[int, Dict], key: str = "val_loss") -> Dict[int, float]:
+    """``{seed: value}`` of one arm, for :func:`normtext.experiments.verdict.paired_verdict`."""
+    return {seed: float(r[key]) for seed, r in runs.items()}
