@@ -24,12 +24,17 @@ import time
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
+import torch
+import torch.distributed as dist
 
+from normtext.distributed.launch import resolve
 from normtext.testing import timing
+from normtext.testing.compare import (Comparison, GluonLayer, ReferenceBatchNorm, TorchLayer,
+                                      tolerance)
+from normtext.torch import BatchNorm2d, SyncBatchNorm
 
 
 def _rank_world():
-    import torch.distributed as dist
     return dist.get_rank(), dist.get_world_size()
 
 
@@ -37,8 +42,6 @@ def _rank_world():
 
 def hello() -> Dict[str, Any]:
     """Each rank's view of the group, and an all_reduce of the ranks (0 + 1 + ... + k-1)."""
-    import torch
-    import torch.distributed as dist
     rank, world = _rank_world()
     t = torch.tensor([float(rank)])
     dist.all_reduce(t)
@@ -51,14 +54,11 @@ def several(calls: Sequence[tuple]) -> List[Any]:
 
     ``calls``: ``(target, args, kwargs)`` with ``target`` as ``"module:function"``.
     """
-    from normtext.distributed.launch import resolve
     return [resolve(target)(*args, **kwargs) for target, args, kwargs in calls]
 
 
 def die(victim: int = 1) -> int:
     """Rank ``victim`` kills itself with SIGKILL; the others wait in an all_reduce that never completes."""
-    import torch
-    import torch.distributed as dist
     rank, _ = _rank_world()
     dist.barrier()
     if rank == victim:
@@ -112,11 +112,7 @@ def sync_bn_run(cases: Sequence[Dict[str, Any]], seed: int = 0, layer: str = "no
     ``"normtext"`` or ``"builtin"`` (``torch.nn.SyncBatchNorm``, which needs
     GPU tensors); ``device``: default ``cpu``, ``"cuda"`` means this rank's GPU.
     """
-    import torch
-    import torch.distributed as dist
-    from normtext.torch import SyncBatchNorm as OurSyncBatchNorm
-
-    SyncBatchNorm = OurSyncBatchNorm if layer == "normtext" else torch.nn.SyncBatchNorm
+    layer_class = SyncBatchNorm if layer == "normtext" else torch.nn.SyncBatchNorm
     if device == "cuda":
         device = f"cuda:{dist.get_rank() % torch.cuda.device_count()}"
     device = torch.device(device or "cpu")
@@ -134,7 +130,7 @@ def sync_bn_run(cases: Sequence[Dict[str, Any]], seed: int = 0, layer: str = "no
                 g = dist.new_group(ranks)
                 if rank in ranks:
                     group = g
-        bn = SyncBatchNorm(case["features"][0], momentum=case.get("momentum", 0.1),
+        bn = layer_class(case["features"][0], momentum=case.get("momentum", 0.1),
                            process_group=group).to(device)
         with torch.no_grad():
             bn.weight.copy_(torch.from_numpy(data["gamma"]))
@@ -172,7 +168,6 @@ def check_equivalence(case: Dict[str, Any], per_rank: Sequence[Dict[str, Any]],
     :class:`normtext.compare.Comparison` per group (not yet asserted), with
     the harness's float32 tolerance for the group's reduction size.
     """
-    from normtext.testing.compare import Comparison, ReferenceBatchNorm, TorchLayer, tolerance
 
     data = case_data(case, seed)
     slices = rank_slices(case["batches"])
@@ -182,14 +177,12 @@ def check_equivalence(case: Dict[str, Any], per_rank: Sequence[Dict[str, Any]],
         c = case["features"][0]
         momentum = case.get("momentum", 0.1)
         if reference == "torch":
-            import torch
             cls = torch.nn.BatchNorm1d if len(case["features"]) <= 2 else (
                 torch.nn.BatchNorm2d if len(case["features"]) == 3 else torch.nn.BatchNorm3d)
             ref = TorchLayer(cls(c, momentum=momentum),
                              name="torch.nn BatchNorm on the concatenated batch")
         elif reference == "gluon":
             import mxnet as mx
-            from normtext.testing.compare import GluonLayer
             block = mx.gluon.nn.BatchNorm(in_channels=c, momentum=1 - momentum)
             block.initialize(ctx=mx.cpu())
             ref = GluonLayer(block, name="Gluon BatchNorm on the concatenated batch")
@@ -236,9 +229,6 @@ def all_reduce_timing(sizes: Sequence[int], repeats: int = 50, dtype: str = "flo
     ``layer_shape`` (this rank's ``(N, C, H, W)``) the forward+backward of
     normtext's BatchNorm2d and SyncBatchNorm are timed as well.
     """
-    import torch
-    import torch.distributed as dist
-    from normtext.torch import BatchNorm2d, SyncBatchNorm
 
     def median_time(fn):
         times = timing.repeat(fn, repeats, warmup=3, before_each=dist.barrier)

@@ -32,6 +32,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import errors
+
 CONVENTIONS = ("paper", "torch", "mxnet")
 
 
@@ -99,7 +101,6 @@ def local_response_norm(a, size: int, alpha: float = 1e-4, beta: float = 0.75,
     r"""LRN of ``a`` of shape ``(N, C, *)`` in float64, across channels, in ``convention``."""
     a = np.asarray(a, dtype=np.float64)
     if a.ndim < 3:
-        from .. import errors
         errors.check_local_response_norm(a.ndim, size)
     lo, hi = window(size, convention)
     s = scale(alpha, size, convention)
