@@ -229,3 +229,25 @@ def test_self_attention_takes_a_per_head_mask_as_torch():
     got = ours(x, attn_mask=mask)
     assert float((got - want).abs().max()) <= 16 * torch.finfo(torch.float64).eps * E ** 0.5 * \
         float(want.abs().max())
+
+
+def test_functional_batch_norm_defaults_to_evaluation_like_torch():
+    """Mutant: ``training: bool = False`` -> ``True`` in ``normtext.torch.functional.batch_norm``."""
+    x = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(0))
+    rm, rv = torch.full((3,), 0.5), torch.full((3,), 2.0)
+    ours, theirs = nt.functional.batch_norm(x, rm.clone(), rv.clone()), TF.batch_norm(x, rm, rv)
+    assert float((ours - theirs).abs().max()) <= 16 * torch.finfo(torch.float32).eps * \
+        float(theirs.abs().max())
+    assert torch.equal(rm, torch.full((3,), 0.5))  # evaluation: the running mean is only read
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_layer_norm_takes_half_input_with_float32_parameters_like_torch(dtype):
+    """Mutant: ``("float16", "bfloat16")`` -> ``("float16", "XXbfloat16XX")`` in the dtype check:
+    PyTorch's CPU layer_norm accepts float32 gamma/beta with float16 or bfloat16 input."""
+    x = torch.randn(2, 8, dtype=dtype)
+    w, b = torch.rand(8) + 0.5, torch.randn(8)
+    ours, theirs = nt.functional.layer_norm(x, (8,), w, b), TF.layer_norm(x, (8,), w, b)
+    assert ours.dtype == theirs.dtype == dtype
+    unit = torch.finfo(dtype).eps * float(theirs.float().abs().max())  # one unit at the scale
+    assert float((ours.float() - theirs.float()).abs().max()) <= unit
