@@ -1,7 +1,7 @@
 """The unified view: every norm of the family is *reshape, normalize, recover, reshape back*.
 
-Seed 003 (Stanford's Practical Machine Learning notes) describes BatchNorm in
-four steps and says the other norms change only the first:
+The notes on Li and Smola's Stanford course Practical Machine Learning describe BatchNorm in
+four steps and say that the other norms change only the first:
 
 1. **reshape** the input into a matrix whose *columns* are the sets that share
    one mean and variance (BatchNorm: ``(N*H*W, C)``; LayerNorm: ``(C*H*W, N)``;
