@@ -1,6 +1,9 @@
 """normtext.kernels: the fused LayerNorm, RMSNorm and GroupNorm kernels.
 
-Every output and gradient is checked against PyTorch's built-in and against
+Both backends run here: Numba's CPU loops, and the Triton kernels through
+Triton's interpreter on CPU tensors (small shapes; each skips with its reason
+when its compiler is not installed). Every output and gradient is checked
+against PyTorch's built-in and against
 the float64 NumPy reference (:mod:`normtext.numpy`) in float64, float32,
 float16 and bfloat16; bad input raises PyTorch's exception type with the
 floor's message before any kernel runs; float64 gradients pass ``gradcheck``;
@@ -13,7 +16,11 @@ largest value of the quantity, ``16 eps(dtype) sqrt(m)`` for a quantity
 reduced over ``m`` elements; float16/bfloat16 are computed in float32 and
 rounded once, so ``16 eps(dtype)`` plus float32's tolerance.
 """
+import importlib.util
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -31,6 +38,49 @@ from normtext.testing.compare import tolerance  # noqa: E402
 from normtext.torch import functional as floor  # noqa: E402
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")
+
+
+TRITON_MISSING = "the Triton kernels need triton (pip install triton)"
+TRITON_IMPORTED = ("triton was imported before its interpreter could be switched on "
+                   "(torch.compile imports it): these cases run in a fresh process instead, "
+                   "test_triton_kernels_in_a_fresh_process")
+
+
+def _triton_in_this_process() -> bool:
+    """Whether the interpreted Triton kernels can run here: triton not imported yet, or by us."""
+    from normtext.kernels import gpu
+    return gpu._INTERPRETED or "triton" not in sys.modules
+
+
+@pytest.fixture(scope="module")
+def triton_kernels():
+    """The Triton kernels on CPU tensors, through Triton's interpreter.
+
+    ``TRITON_INTERPRET=1`` must be set before triton is first imported (its
+    own library functions are defined then) and while the kernels run: it is
+    set for this module's tests and restored after them.
+    """
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip(TRITON_MISSING)
+    if not _triton_in_this_process():
+        pytest.skip(TRITON_IMPORTED)
+    from normtext.kernels import gpu
+    old = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    try:
+        gpu.kernels()
+        yield K.using("triton")
+    finally:
+        if old is None:
+            del os.environ["TRITON_INTERPRET"]
+        else:
+            os.environ["TRITON_INTERPRET"] = old
+
+
+@pytest.fixture(params=["numba", "triton"])
+def F(request):
+    """The fused functions: Numba's loops, or the Triton kernels under the interpreter."""
+    return K if request.param == "numba" else request.getfixturevalue("triton_kernels")
 
 
 def _assert_close(got, want, dtype, m, what):
@@ -70,9 +120,9 @@ def _np(t):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("shape,ns", [((3, 5, 300), (300,)), ((4, 2, 7), (2, 7))])
-def test_layer_norm_matches_builtin_and_float64(dtype, affine, shape, ns):
+def test_layer_norm_matches_builtin_and_float64(F, dtype, affine, shape, ns):
     x, dy, w, b = _inputs(shape, ns, dtype, affine)
-    y, grads = _grads(lambda x, w, b: K.layer_norm(x, ns, w, b), x, dy, [w, b])
+    y, grads = _grads(lambda x, w, b: F.layer_norm(x, ns, w, b), x, dy, [w, b])
     y_bi, grads_bi = _grads(lambda x, w, b: TF.layer_norm(x, ns, w, b), x, dy, [w, b])
     assert y.dtype == x.dtype and y.shape == x.shape
     r = ref.layer_norm(_np(x), ns, _np(w), _np(b))
@@ -111,9 +161,9 @@ def test_layer_norm_half_input_float32_parameters():
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("shape,ns", [((3, 5, 300), (300,)), ((4, 2, 7), (2, 7))])
-def test_rms_norm_matches_builtin_and_float64(dtype, affine, shape, ns):
+def test_rms_norm_matches_builtin_and_float64(F, dtype, affine, shape, ns):
     x, dy, w, _ = _inputs(shape, ns, dtype, affine)
-    y, grads = _grads(lambda x, w: K.rms_norm(x, ns, w), x, dy, [w])
+    y, grads = _grads(lambda x, w: F.rms_norm(x, ns, w), x, dy, [w])
     y_bi, grads_bi = _grads(lambda x, w: TF.rms_norm(x, ns, w), x, dy, [w])
     eps = torch.finfo(torch.float64 if dtype == "float64" else torch.float32).eps
     r = ref.rms_norm(_np(x), ns, _np(w), eps=eps)
@@ -135,9 +185,9 @@ def test_rms_norm_matches_builtin_and_float64(dtype, affine, shape, ns):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("affine", [True, False])
 @pytest.mark.parametrize("shape,groups", [((3, 6, 7, 11), 3), ((2, 4, 20, 20), 2), ((5, 6), 2)])
-def test_group_norm_matches_builtin_and_float64(dtype, affine, shape, groups):
+def test_group_norm_matches_builtin_and_float64(F, dtype, affine, shape, groups):
     x, dy, w, b = _inputs(shape, (shape[1],), dtype, affine)
-    y, grads = _grads(lambda x, w, b: K.group_norm(x, groups, w, b), x, dy, [w, b])
+    y, grads = _grads(lambda x, w, b: F.group_norm(x, groups, w, b), x, dy, [w, b])
     y_bi, grads_bi = _grads(lambda x, w, b: TF.group_norm(x, groups, w, b), x, dy, [w, b])
     r = ref.group_norm(_np(x), groups, _np(w), _np(b))
     dx, dw, db = ref.group_norm_backward(_np(dy), r.cache)
@@ -220,6 +270,25 @@ def test_double_backward_is_refused():
 
 
 # --- gradcheck --------------------------------------------------------------------------
+
+def test_triton_gradcheck_float64_and_long_rows_fall_back(triton_kernels):
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64, requires_grad=True)
+    T = triton_kernels
+    assert torch.autograd.gradcheck(lambda x, w, b: T.layer_norm(x, (5, 3), w, b),
+                                    (r(2, 5, 3), r(5, 3), r(5, 3)))
+    assert torch.autograd.gradcheck(lambda x, w: T.rms_norm(x, (7,), w), (r(3, 7), r(7)))
+    assert torch.autograd.gradcheck(lambda x, w, b: T.group_norm(x, 2, w, b),
+                                    (r(2, 4, 3), r(4), r(4)))
+    from normtext.kernels import gpu
+    x = torch.randn(1, gpu.MAX_ROW + 1)  # longer than a program's registers: the floor's answer
+    torch.testing.assert_close(T.layer_norm(x, x.shape[-1:]), floor.layer_norm(x, x.shape[-1:]))
+
+
+def test_using_refuses_unknown_backends():
+    with pytest.raises(ValueError, match="backend"):
+        K.using("cuda")
+
 
 def test_gradcheck_float64():
     g = torch.Generator().manual_seed(0)
@@ -345,3 +414,19 @@ def test_numba_cache_is_not_in_the_source_tree():
     import normtext
     source = Path(normtext.__file__).resolve().parent
     assert source not in cpu.numba_cache_dir().resolve().parents
+
+
+def test_triton_kernels_in_a_fresh_process():
+    """Where triton was imported before this module (a full test run), the Triton cases
+    run in a fresh interpreter with TRITON_INTERPRET=1 set from the start."""
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip(TRITON_MISSING)
+    if _triton_in_this_process():
+        pytest.skip("the Triton cases ran in this process")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    out = subprocess.run([sys.executable, "-m", "pytest", __file__, "-q", "-p", "no:randomly",
+                          "-p", "no:cacheprovider", "-k", "triton and not fresh_process"],
+                         env=env, capture_output=True, text=True, timeout=1800)
+    summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-2000:]
+    assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-2000:]
+    assert " passed" in summary and "skipped" not in summary, summary

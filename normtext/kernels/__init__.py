@@ -10,6 +10,8 @@ Numba (the ``kernels`` extra) is imported on the first call on a CPU tensor,
 Triton on the first call on a CUDA tensor; :func:`numba_available` and
 :func:`triton_available` say whether they are installed.
 """
+import importlib.util
+
 from . import functional
 from .cpu import numba_available, numba_cache_dir
 from .functional import group_norm, layer_norm, rms_norm, using
@@ -21,8 +23,4 @@ __all__ = ["functional", "layer_norm", "rms_norm", "group_norm", "using", "Layer
 
 def triton_available() -> bool:
     """Whether Triton is installed (its kernels run on CUDA, or on the CPU under TRITON_INTERPRET=1)."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("triton") is not None  # without importing it

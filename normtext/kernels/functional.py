@@ -11,8 +11,9 @@ arithmetic. The arithmetic is one fused kernel each way, wrapped in a
 * on CUDA, Triton kernels (:mod:`normtext.kernels.gpu`).
 
 float16 and bfloat16 inputs are computed in float32 and the results cast
-back, as PyTorch's kernels accumulate. Empty inputs and other devices fall
-back to :mod:`normtext.torch.functional`. The backward is differentiable once
+back, as PyTorch's kernels accumulate. Empty inputs, other devices and rows
+too long for the Triton kernels' registers fall back to
+:mod:`normtext.torch.functional`. The backward is differentiable once
 (no double backward).
 
 :func:`using` gives the same three functions on a chosen backend, e.g. the
@@ -50,6 +51,15 @@ def _backend(name: Optional[str], x: Tensor):
         from . import gpu
         return gpu
     return None
+
+
+def _always(*args) -> bool:
+    return True
+
+
+def _fits_row(backend, m: int) -> bool:
+    """The Triton kernels hold a row in registers (up to 65536 elements); the CPU loops any row."""
+    return getattr(backend, "fits_row", _always)(m)
 
 
 def _compute(t: Optional[Tensor], dtype: torch.dtype, shape=None) -> Optional[Tensor]:
@@ -104,7 +114,7 @@ def _layer_norm(backend_name, input: Tensor, normalized_shape, weight: Optional[
             None if bias is None else _dtype_str(bias.dtype))
     check_floating(input, "LayerNormKernelImpl")
     backend = _backend(backend_name, input)
-    if backend is None or input.numel() == 0:
+    if backend is None or input.numel() == 0 or not _fits_row(backend, prod(ns)):
         return floor.layer_norm(input, list(ns), weight, bias, eps)
     return LayerNormFunction.apply(input, weight, bias, prod(ns), eps, backend)
 
@@ -163,7 +173,7 @@ def _rms_norm(backend_name, input: Tensor, normalized_shape, weight: Optional[Te
     errors.check_layer_norm(tuple(input.shape), ns, weight=shape_of(weight), op="rms_norm")
     check_floating(input, "rms_norm")
     backend = _backend(backend_name, input)
-    if backend is None or input.numel() == 0:
+    if backend is None or input.numel() == 0 or not _fits_row(backend, prod(ns)):
         return floor.rms_norm(input, list(ns), weight, eps)
     if eps is None:
         eps = torch.finfo(compute_dtype(input.dtype)).eps
@@ -227,7 +237,8 @@ def _group_norm(backend_name, input: Tensor, num_groups: int, weight: Optional[T
                             weight=shape_of(weight), bias=shape_of(bias))
     check_floating(input, "GroupNormKernelImpl")
     backend = _backend(backend_name, input)
-    if backend is None or input.numel() == 0:
+    if (backend is None or input.numel() == 0 or not getattr(backend, "fits_group", _always)(
+            input.shape[1] // num_groups, prod(input.shape[2:]))):
         return floor.group_norm(input, num_groups, weight, bias, eps)
     return GroupNormFunction.apply(input, num_groups, weight, bias, eps, backend)
 
