@@ -69,7 +69,7 @@ TESTS_CURRENT = $(addprefix tests/test_,$(addsuffix .py,spec batch_norm layer_no
 current-stack:
 	test -x $(VENV_CURRENT)/bin/python || $(PYTHON_CURRENT) -m venv $(VENV_CURRENT)
 	$(VENV_CURRENT)/bin/python -m pip install -q --upgrade pip
-	$(VENV_CURRENT)/bin/python -m pip install -q --progress-bar off --upgrade "numpy>=2" torch ".[data,test]"
+	$(VENV_CURRENT)/bin/python -m pip install -q --progress-bar off --no-compile --upgrade "numpy>=2" torch ".[data,test]"
 	@# What a chapter's first cell prints here (versions, device, the note that MXNet cells skip).
 	cd book && NORMTEXT_QUICK=1 $(abspath $(VENV_CURRENT))/bin/python -c "import normtext; print('normtext from', normtext.__file__); from normtext.experiments.notebook import setup; setup()"
 	NORMTEXT_QUICK=1 $(VENV_CURRENT)/bin/pytest $(TESTS_CURRENT) -q -rfEsxX -p no:randomly
