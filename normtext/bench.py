@@ -17,7 +17,11 @@ it times, side by side in one run,
   writing ``y``; in the backward, ``dx`` and the reductions for ``dgamma`` and
   ``dbeta``), so its time is a floor for the compiled path: where the floor is
   slower than the built-in, no from-scratch code compiled this way can match it
-  on that machine and shape.
+  on that machine and shape;
+* fused: :mod:`normtext.kernels`, one hand-written kernel each way (Numba on
+  the CPU, Triton on CUDA), where the norm has one (LayerNorm, RMSNorm,
+  GroupNorm); its first call, which compiles the kernels or loads them from
+  Numba's cache, is timed on its own (``first_call_s``).
 
 for the forward pass (training mode, the graph recorded) and for the forward
 plus backward pass. Every implementation is timed in each of ``repeats``
@@ -42,6 +46,10 @@ times the minimum and gets a fraction of it.
 
 On CUDA the results file (``--out``, default ``gpu-bench.json``) records the
 GPU's name, the driver, the torch and CUDA versions and the date.
+``--json PATH`` writes ``{"provenance": ..., "records": [...]}``: one record
+per (norm, shape, pass, implementation) with its ratio to the built-in, the
+ratio's quartiles and the achieved fraction of the copy bandwidth
+(:func:`records`), and the machine, threads, versions and date once.
 """
 from __future__ import annotations
 
