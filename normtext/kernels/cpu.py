@@ -90,11 +90,19 @@ def _constant(value: float, n: int, dtype: torch.dtype) -> np.ndarray:
     return np.full(n, value, dtype=torch.empty(0, dtype=dtype).numpy().dtype)
 
 
+def _array(t: Tensor, dtype: torch.dtype) -> np.ndarray:
+    """A tensor's memory as a NumPy array (no copy when it is contiguous and of ``dtype``)."""
+    t = t.detach()
+    if t.dtype != dtype:
+        t = t.to(dtype)
+    return (t if t.is_contiguous() else t.contiguous()).numpy()
+
+
 def _param(t: Optional[Tensor], n: int, dtype: torch.dtype, absent: float) -> np.ndarray:
     """The parameter as a flat array; an absent one as ones (gamma) or zeros (beta)."""
     if t is None:
         return _constant(absent, n, dtype)
-    return t.detach().reshape(-1).to(dtype).contiguous().numpy()
+    return _array(t, dtype).reshape(-1)
 
 
 def _threads(rows: int) -> int:
@@ -105,59 +113,65 @@ def _threads(rows: int) -> int:
     return max(1, min(n, rows))
 
 
+# Shapes, allocations and partial sums are handled in NumPy: each of its calls
+# costs a fraction of a torch operator's dispatch, and per call that adds up.
+
 # --- LayerNorm ------------------------------------------------------------------------
 
 def layer_norm_forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tensor],
                        eps: float) -> Tuple[Tensor, Tensor, Tensor]:
     """``x``: ``(rows, m)`` contiguous. Returns ``(y, mean, rstd)``, the statistics in float64."""
     K = kernels()
-    rows, m = x.shape
+    xn = x.numpy()
+    rows, m = xn.shape
     _threads(rows)
-    y = torch.empty_like(x)
-    mean = torch.empty(rows, dtype=torch.float64)
-    rstd = torch.empty(rows, dtype=torch.float64)
-    K.layer_norm_forward(x.numpy(), _param(weight, m, x.dtype, 1.0), _param(bias, m, x.dtype, 0.0),
-                         float(eps), y.numpy(), mean.numpy(), rstd.numpy())
-    return y, mean, rstd
+    y = np.empty_like(xn)
+    mean = np.empty(rows)
+    rstd = np.empty(rows)
+    K.layer_norm_forward(xn, _param(weight, m, x.dtype, 1.0), _param(bias, m, x.dtype, 0.0),
+                         float(eps), y, mean, rstd)
+    return torch.from_numpy(y), torch.from_numpy(mean), torch.from_numpy(rstd)
 
 
 def layer_norm_backward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor,
                         weight: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
     """``(dx, dweight, dbias)`` (the parameter gradients flat, in the compute dtype)."""
     K = kernels()
-    rows, m = x.shape
+    xn = x.numpy()
+    rows, m = xn.shape
     parts = _threads(rows)
-    dx = torch.empty_like(x)
-    dw_part = torch.zeros(parts, m, dtype=x.dtype)
-    db_part = torch.zeros(parts, m, dtype=x.dtype)
-    K.layer_norm_backward(dy.numpy(), x.numpy(), mean.numpy(), rstd.numpy(),
-                          _param(weight, m, x.dtype, 1.0), dx.numpy(), dw_part.numpy(),
-                          db_part.numpy())
-    return dx, dw_part.sum(0), db_part.sum(0)
+    dx = np.empty_like(xn)
+    dw_part = np.zeros((parts, m), xn.dtype)
+    db_part = np.zeros((parts, m), xn.dtype)
+    K.layer_norm_backward(dy.numpy(), xn, mean.numpy(), rstd.numpy(),
+                          _param(weight, m, x.dtype, 1.0), dx, dw_part, db_part)
+    return (torch.from_numpy(dx), torch.from_numpy(dw_part.sum(0)),
+            torch.from_numpy(db_part.sum(0)))
 
 
 # --- RMSNorm --------------------------------------------------------------------------
 
 def rms_norm_forward(x: Tensor, weight: Optional[Tensor], eps: float) -> Tuple[Tensor, Tensor]:
     K = kernels()
-    rows, m = x.shape
+    xn = x.numpy()
+    rows, m = xn.shape
     _threads(rows)
-    y = torch.empty_like(x)
-    rstd = torch.empty(rows, dtype=torch.float64)
-    K.rms_norm_forward(x.numpy(), _param(weight, m, x.dtype, 1.0), float(eps), y.numpy(),
-                       rstd.numpy())
-    return y, rstd
+    y = np.empty_like(xn)
+    rstd = np.empty(rows)
+    K.rms_norm_forward(xn, _param(weight, m, x.dtype, 1.0), float(eps), y, rstd)
+    return torch.from_numpy(y), torch.from_numpy(rstd)
 
 
 def rms_norm_backward(dy: Tensor, x: Tensor, rstd: Tensor,
                       weight: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
     K = kernels()
-    rows, m = x.shape
-    dx = torch.empty_like(x)
-    dw_part = torch.zeros(_threads(rows), m, dtype=x.dtype)
-    K.rms_norm_backward(dy.numpy(), x.numpy(), rstd.numpy(), _param(weight, m, x.dtype, 1.0),
-                        dx.numpy(), dw_part.numpy())
-    return dx, dw_part.sum(0)
+    xn = x.numpy()
+    rows, m = xn.shape
+    dx = np.empty_like(xn)
+    dw_part = np.zeros((_threads(rows), m), xn.dtype)
+    K.rms_norm_backward(dy.numpy(), xn, rstd.numpy(), _param(weight, m, x.dtype, 1.0), dx,
+                        dw_part)
+    return torch.from_numpy(dx), torch.from_numpy(dw_part.sum(0))
 
 
 # --- GroupNorm ------------------------------------------------------------------------
@@ -166,27 +180,29 @@ def group_norm_forward(x: Tensor, groups: int, weight: Optional[Tensor], bias: O
                        eps: float) -> Tuple[Tensor, Tensor, Tensor]:
     """``x``: ``(N * G, C / G, L)`` contiguous."""
     K = kernels()
-    rows, c = x.shape[0], groups * x.shape[1]
+    xn = x.numpy()
+    rows, c = xn.shape[0], groups * xn.shape[1]
     _threads(rows)
-    y = torch.empty_like(x)
-    mean = torch.empty(rows, dtype=torch.float64)
-    rstd = torch.empty(rows, dtype=torch.float64)
-    K.group_norm_forward(x.numpy(), _param(weight, c, x.dtype, 1.0), _param(bias, c, x.dtype, 0.0),
-                         groups, float(eps), y.numpy(), mean.numpy(), rstd.numpy())
-    return y, mean, rstd
+    y = np.empty_like(xn)
+    mean = np.empty(rows)
+    rstd = np.empty(rows)
+    K.group_norm_forward(xn, _param(weight, c, x.dtype, 1.0), _param(bias, c, x.dtype, 0.0),
+                         groups, float(eps), y, mean, rstd)
+    return torch.from_numpy(y), torch.from_numpy(mean), torch.from_numpy(rstd)
 
 
 def group_norm_backward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor, groups: int,
                         weight: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
     """``(dx, dweight, dbias)``; the parameter gradients are per channel, ``(C,)``."""
     K = kernels()
-    rows, cg, _ = x.shape
+    xn = x.numpy()
+    rows, cg, _ = xn.shape
     n, c = rows // groups, groups * cg
     _threads(rows)
-    dx = torch.empty_like(x)
-    ds = torch.empty(n, c, dtype=torch.float64)
-    db = torch.empty(n, c, dtype=torch.float64)
-    K.group_norm_backward(dy.numpy(), x.numpy(), mean.numpy(), rstd.numpy(),
-                          _param(weight, c, x.dtype, 1.0), groups, dx.numpy(), ds.numpy(),
-                          db.numpy())
-    return dx, ds.sum(0).to(x.dtype), db.sum(0).to(x.dtype)
+    dx = np.empty_like(xn)
+    ds = np.empty((n, c))
+    db = np.empty((n, c))
+    K.group_norm_backward(dy.numpy(), xn, mean.numpy(), rstd.numpy(),
+                          _param(weight, c, x.dtype, 1.0), groups, dx, ds, db)
+    return (torch.from_numpy(dx), torch.from_numpy(ds.sum(0).astype(xn.dtype)),
+            torch.from_numpy(db.sum(0).astype(xn.dtype)))

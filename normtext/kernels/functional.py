@@ -63,14 +63,28 @@ def _fits_row(backend, m: int) -> bool:
 
 
 def _compute(t: Optional[Tensor], dtype: torch.dtype, shape=None) -> Optional[Tensor]:
+    """``t`` detached, in ``dtype``, viewed as ``shape``, contiguous: copies only where needed.
+
+    (Each torch call costs microseconds of dispatch: the fast path makes none it can skip.)
+    """
     if t is None:
         return None
-    t = t.detach().to(dtype)
-    return (t.reshape(shape) if shape is not None else t).contiguous()
+    t = t.detach()
+    if t.dtype != dtype:
+        t = t.to(dtype)
+    if shape is not None:
+        t = t.reshape(shape)
+    return t if t.is_contiguous() else t.contiguous()
+
+
+def _like(t: Tensor, like: Tensor) -> Tensor:
+    """``t`` with the shape and dtype of ``like``."""
+    t = t.view(like.shape)
+    return t if t.dtype == like.dtype else t.to(like.dtype)
 
 
 def _grad_like(g: Tensor, like: Optional[Tensor], needed: bool) -> Optional[Tensor]:
-    return g.reshape(like.shape).to(like.dtype) if needed and like is not None else None
+    return _like(g, like) if needed and like is not None else None
 
 
 # --- LayerNorm ------------------------------------------------------------------------
@@ -87,7 +101,7 @@ class LayerNormFunction(torch.autograd.Function):
         ctx.save_for_backward(x, weight, mean, rstd)
         ctx.m, ctx.backend = m, backend
         ctx.bias = None if bias is None else (bias.shape, bias.dtype)
-        return y.reshape(x.shape).to(x.dtype)
+        return _like(y, x)
 
     @staticmethod
     @once_differentiable
@@ -98,8 +112,11 @@ class LayerNormFunction(torch.autograd.Function):
             _compute(dy, cdt, (-1, ctx.m)), _compute(x, cdt, (-1, ctx.m)), mean, rstd,
             _compute(weight, cdt))
         need = ctx.needs_input_grad
-        dbias = db.reshape(ctx.bias[0]).to(ctx.bias[1]) if need[2] else None
-        return (dx.reshape(x.shape).to(x.dtype) if need[0] else None,
+        dbias = None
+        if need[2]:
+            shape, dtype = ctx.bias
+            dbias = db.view(shape) if db.dtype == dtype else db.view(shape).to(dtype)
+        return (_like(dx, x) if need[0] else None,
                 _grad_like(dw, weight, need[1]), dbias, None, None, None)
 
 
@@ -152,7 +169,7 @@ class RMSNormFunction(torch.autograd.Function):
         y, rstd = backend.rms_norm_forward(_compute(x, cdt, (-1, m)), _compute(weight, cdt), eps)
         ctx.save_for_backward(x, weight, rstd)
         ctx.m, ctx.backend = m, backend
-        return y.reshape(x.shape).to(x.dtype)
+        return _like(y, x)
 
     @staticmethod
     @once_differentiable
@@ -163,7 +180,7 @@ class RMSNormFunction(torch.autograd.Function):
             _compute(dy, cdt, (-1, ctx.m)), _compute(x, cdt, (-1, ctx.m)), rstd,
             _compute(weight, cdt))
         need = ctx.needs_input_grad
-        return (dx.reshape(x.shape).to(x.dtype) if need[0] else None,
+        return (_like(dx, x) if need[0] else None,
                 _grad_like(dw, weight, need[1]), None, None, None)
 
 
@@ -214,7 +231,7 @@ class GroupNormFunction(torch.autograd.Function):
         ctx.save_for_backward(x, weight, mean, rstd)
         ctx.groups, ctx.backend, ctx.has_bias = groups, backend, bias is not None
         ctx.bias_dtype = bias.dtype if bias is not None else None
-        return y.reshape(x.shape).to(x.dtype)
+        return _like(y, x)
 
     @staticmethod
     @once_differentiable
@@ -227,7 +244,7 @@ class GroupNormFunction(torch.autograd.Function):
             _compute(dy, cdt, view), _compute(x, cdt, view), mean, rstd, g, _compute(weight, cdt))
         need = ctx.needs_input_grad
         dbias = db.to(ctx.bias_dtype) if ctx.has_bias and need[3] else None
-        return (dx.reshape(x.shape).to(x.dtype) if need[0] else None, None,
+        return (_like(dx, x) if need[0] else None, None,
                 _grad_like(dw, weight, need[2]), dbias, None, None)
 
 
