@@ -84,7 +84,7 @@ unit: $(STAMP)
 # notices survives. Every one of the ~6,000 mutants would take many hours here, so this is
 # never part of `make test` or CI. MUTANTS=N tests a random sample of N mutants, drawn with
 # random.Random(MUTATION_SEED) from the sorted names; MUTANTS=all tests every one.
-# `$(BIN)/mutmut results` lists the survivors, `$(BIN)/mutmut show NAME` shows one.
+# It ends with the score and the mutants no test detected; `$(BIN)/mutmut show NAME` shows one.
 MUTANTS ?= 300
 MUTATION_SEED ?= 0
 MUTATION_JOBS ?= 2
@@ -104,12 +104,28 @@ print(f"mutation: {len(pick)} of {len(names)} mutants (seed {seed})", file=sys.s
 pathlib.Path("mutants/sample.txt").write_text("" if n == "all" else " ".join(pick))
 endef
 export MUTATION_SAMPLE
+# The score over the mutants run (a timeout counts as detected), and every one not detected.
+define MUTATION_SUMMARY
+import collections, json, pathlib
+from mutmut.stats import status_by_exit_code
+sample = set(pathlib.Path("mutants/sample.txt").read_text().split())
+status = {k: status_by_exit_code[v] for meta in pathlib.Path("mutants").rglob("*.meta")
+          for k, v in json.loads(meta.read_text())["exit_code_by_key"].items()
+          if not sample or k in sample}
+counts = collections.Counter(status.values())
+detected = counts["killed"] + counts["timeout"]
+print(f"mutation score: {detected}/{len(status)} = {detected / max(len(status), 1):.1%} detected "
+      f"({dict(counts)})")
+for name in sorted(k for k, s in status.items() if s not in ("killed", "timeout")):
+    print(f"  {status[name]}: {name}")
+endef
+export MUTATION_SUMMARY
 
 mutation: $(STAMP)
 	rm -rf mutants
 	NORMTEXT_QUICK=1 $(BIN)/python -c "$$MUTATION_SAMPLE" $(MUTANTS) $(MUTATION_SEED) $(MUTATION_JOBS)
 	NORMTEXT_QUICK=1 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $$(cat mutants/sample.txt)
-	$(BIN)/mutmut results
+	$(BIN)/python -c "$$MUTATION_SUMMARY"
 
 clean:
 	rm -rf _build
