@@ -251,3 +251,16 @@ def test_layer_norm_takes_half_input_with_float32_parameters_like_torch(dtype):
     assert ours.dtype == theirs.dtype == dtype
     unit = torch.finfo(dtype).eps * float(theirs.float().abs().max())  # one unit at the scale
     assert float((ours.float() - theirs.float()).abs().max()) <= unit
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8,
+                                   torch.bool], ids=str)
+@pytest.mark.parametrize("op", ["group_norm", "batch_norm"])
+def test_integer_input_is_refused_with_torchs_message(op, dtype):
+    """Mutant: ``torch.int64: "Long"`` -> ``"long"`` in the table of C++ type names the
+    messages quote (PyTorch: ``"GroupNormKernelImpl" not implemented for 'Long'``)."""
+    x = torch.ones(2, 4, 3, dtype=dtype)
+    call = {"group_norm": lambda F: F.group_norm(x, 2),
+            "batch_norm": lambda F: F.batch_norm(x, None, None, training=True)}[op]
+    ours, theirs = _raised(lambda: call(nt.functional)), _raised(lambda: call(TF))
+    assert type(ours) is type(theirs) and str(ours) == str(theirs)
