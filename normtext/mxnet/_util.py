@@ -17,3 +17,17 @@ def compute_dtype(dtype) -> np.dtype:
 def param(p, ctx, dtype, shape):
     """A parameter's value on ``ctx``, in the compute dtype, reshaped to broadcast."""
     return p.data(ctx).astype(dtype, copy=False).reshape(shape)
+
+
+def gamma_beta(block, shape, *, center: bool, scale: bool, gamma_initializer,
+               beta_initializer):
+    """Declare ``gamma`` and ``beta`` of ``shape`` as Gluon's norm blocks do.
+
+    A gamma that is not learned (``scale=False``) keeps its initial value, one,
+    with ``grad_req="null"``; likewise beta with ``center=False``.
+    """
+    gamma = block.params.get("gamma", grad_req="write" if scale else "null", shape=shape,
+                             init=gamma_initializer, allow_deferred_init=True)
+    beta = block.params.get("beta", grad_req="write" if center else "null", shape=shape,
+                            init=beta_initializer, allow_deferred_init=True)
+    return gamma, beta

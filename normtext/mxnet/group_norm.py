@@ -16,7 +16,7 @@ from mxnet.base import MXNetError
 
 from ..spec import GROUP_NORM
 from ..moments import centered_moments
-from ._util import compute_dtype, param
+from ._util import compute_dtype, gamma_beta, param
 
 
 def per_channel(gamma_per_group, num_channels: int) -> np.ndarray:
@@ -52,12 +52,9 @@ class GroupNorm(gluon.Block):
                         "scale": scale}
         self._num_groups, self._epsilon = num_groups, epsilon
         self._center, self._scale = center, scale
-        self.gamma = self.params.get("gamma", grad_req="write" if scale else "null",
-                                     shape=(num_groups,), init=gamma_initializer,
-                                     allow_deferred_init=True)
-        self.beta = self.params.get("beta", grad_req="write" if center else "null",
-                                    shape=(num_groups,), init=beta_initializer,
-                                    allow_deferred_init=True)
+        self.gamma, self.beta = gamma_beta(self, (num_groups,), center=center, scale=scale,
+                                           gamma_initializer=gamma_initializer,
+                                           beta_initializer=beta_initializer)
 
     def forward(self, x):
         g = self._num_groups

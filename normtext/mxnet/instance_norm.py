@@ -17,7 +17,7 @@ from mxnet import gluon, nd
 
 from ..spec import INSTANCE_NORM
 from ..moments import centered_moments
-from ._util import compute_dtype, param
+from ._util import compute_dtype, gamma_beta, param
 
 
 class InstanceNorm(gluon.Block):
@@ -48,12 +48,9 @@ class InstanceNorm(gluon.Block):
         super().__init__(**kwargs)
         self._kwargs = {"eps": epsilon, "axis": axis, "center": center, "scale": scale}
         self._axis, self._epsilon = axis, epsilon
-        self.gamma = self.params.get("gamma", grad_req="write" if scale else "null",
-                                     shape=(in_channels,), init=gamma_initializer,
-                                     allow_deferred_init=True)
-        self.beta = self.params.get("beta", grad_req="write" if center else "null",
-                                    shape=(in_channels,), init=beta_initializer,
-                                    allow_deferred_init=True)
+        self.gamma, self.beta = gamma_beta(self, (in_channels,), center=center, scale=scale,
+                                           gamma_initializer=gamma_initializer,
+                                           beta_initializer=beta_initializer)
 
     def forward(self, x):
         if self._axis != 1:

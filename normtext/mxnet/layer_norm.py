@@ -17,7 +17,7 @@ import mxnet as mx
 from mxnet import gluon, nd
 
 from ..moments import centered_moments
-from ._util import compute_dtype, param
+from ._util import compute_dtype, gamma_beta, param
 
 
 class LayerNorm(gluon.Block):
@@ -48,12 +48,9 @@ class LayerNorm(gluon.Block):
         super().__init__(**kwargs)
         self._kwargs = {"eps": epsilon, "axis": axis, "center": center, "scale": scale}
         self._axis, self._epsilon, self._center, self._scale = axis, epsilon, center, scale
-        self.gamma = self.params.get("gamma", grad_req="write" if scale else "null",
-                                     shape=(in_channels,), init=gamma_initializer,
-                                     allow_deferred_init=True)
-        self.beta = self.params.get("beta", grad_req="write" if center else "null",
-                                    shape=(in_channels,), init=beta_initializer,
-                                    allow_deferred_init=True)
+        self.gamma, self.beta = gamma_beta(self, (in_channels,), center=center, scale=scale,
+                                           gamma_initializer=gamma_initializer,
+                                           beta_initializer=beta_initializer)
 
     def _finish_deferred_init(self, channels: int) -> None:
         for p in (self.gamma, self.beta):

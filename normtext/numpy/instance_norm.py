@@ -16,6 +16,9 @@ from ..spec import INSTANCE_NORM
 from .standardize import mean_over, standardize, standardize_backward
 
 
+# The reference spells out each norm whole, running statistics and recover step included,
+# although numpy/batch_norm.py has the same shape: a reader checks one function against
+# one formula without following helpers.
 class InstanceNormResult(NamedTuple):
     y: np.ndarray
     running_mean: Optional[np.ndarray]  # updated copies; the inputs are not modified

@@ -23,6 +23,22 @@ __all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "RMSNorm",
 
 # --- the common base of BatchNorm and InstanceNorm ------------------------------------
 
+def _affine_parameters(module: nn.Module, shape, weight: bool, bias: bool, factory: dict) -> None:
+    """Register gamma (``weight``) and beta (``bias``) of ``shape``, or None, as torch.nn's norms do."""
+    module.register_parameter(
+        "weight", nn.Parameter(torch.empty(shape, **factory)) if weight else None)
+    module.register_parameter(
+        "bias", nn.Parameter(torch.empty(shape, **factory)) if weight and bias else None)
+
+
+def _reset_affine(module: nn.Module) -> None:
+    """gamma = 1 and beta = 0: a fresh layer is a plain standardization."""
+    if module.weight is not None:
+        nn.init.ones_(module.weight)
+    if getattr(module, "bias", None) is not None:
+        nn.init.zeros_(module.bias)
+
+
 class _NormBase(nn.Module):
     """Per-channel gamma and beta and the running estimates, as ``torch.nn``'s ``_NormBase``.
 
@@ -48,8 +64,7 @@ class _NormBase(nn.Module):
         self.affine = affine
         self.track_running_stats = track_running_stats
         # gamma and beta: one per channel
-        self.weight = nn.Parameter(torch.empty(num_features, **factory)) if affine else None
-        self.bias = nn.Parameter(torch.empty(num_features, **factory)) if affine and bias else None
+        _affine_parameters(self, num_features, affine, bias, factory)
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **factory))
             self.register_buffer("running_var", torch.ones(num_features, **factory))
@@ -69,10 +84,7 @@ class _NormBase(nn.Module):
 
     def reset_parameters(self) -> None:
         self.reset_running_stats()
-        if self.weight is not None:
-            nn.init.ones_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        _reset_affine(self)
 
     def _check_input_dim(self, input: Tensor) -> None:
         errors.check_ndim(input.dim(), self._accepted_ndim)
@@ -242,19 +254,11 @@ class LayerNorm(nn.Module):
         self.normalized_shape = tuple(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        if elementwise_affine:
-            self.weight = nn.Parameter(torch.empty(self.normalized_shape, **factory))
-            self.bias = nn.Parameter(torch.empty(self.normalized_shape, **factory)) if bias else None
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _affine_parameters(self, self.normalized_shape, elementwise_affine, bias, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        if self.weight is not None:
-            nn.init.ones_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -302,8 +306,7 @@ class RMSNorm(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        if self.weight is not None:
-            nn.init.ones_(self.weight)
+        _reset_affine(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
@@ -464,15 +467,11 @@ class GroupNorm(nn.Module):
         factory = {"device": device, "dtype": dtype}
         self.num_groups, self.num_channels = num_groups, num_channels
         self.eps, self.affine = eps, affine
-        self.weight = nn.Parameter(torch.empty(num_channels, **factory)) if affine else None
-        self.bias = nn.Parameter(torch.empty(num_channels, **factory)) if affine and bias else None
+        _affine_parameters(self, num_channels, affine, bias, factory)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        if self.weight is not None:
-            nn.init.ones_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, input: Tensor) -> Tensor:
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
