@@ -126,7 +126,8 @@ class CharTransformer(nn.Module):
         return self.head(self.norm(h))
 
     def max_attention_logit(self) -> float:
-        """The largest |q.k / sqrt(d_h)| of the last forward pass, over all layers."""
+        """The largest absolute attention logit, :math:`|q \\cdot k| / \\sqrt{d_h}`, of the
+        last forward pass, over all layers."""
         return max(float(layer.self_attn.last_max_logit) for layer in self.layers)
 
 

@@ -247,17 +247,17 @@ class TransformerEncoderLayer(nn.Module):
     defaults, parameter names and ``state_dict`` keys are PyTorch's, so
     ``load_state_dict`` works in both directions.
 
-    Args:
-        d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
-            batch_first, norm_first, bias: as in PyTorch.
-        norm: ``"layer"`` (default, PyTorch's), ``"rms"``, ``"dyt"``
-            (:class:`DynamicTanh`), ``"batch"`` (:class:`SequenceBatchNorm`) or
-            a callable ``d -> module``.
-        qk_norm: ``None`` (default), ``"layer"`` or ``"rms"``: normalize queries
-            and keys per head.
+    The arguments ``d_model``, ``nhead``, ``dim_feedforward``, ``dropout``,
+    ``activation``, ``layer_norm_eps``, ``batch_first``, ``norm_first`` and ``bias``
+    are PyTorch's. Two more choose the normalization: ``norm`` is ``"layer"``
+    (default, PyTorch's), ``"rms"``, ``"dyt"`` (:class:`DynamicTanh`), ``"batch"``
+    (:class:`SequenceBatchNorm`) or a callable ``d -> module``; ``qk_norm`` is
+    ``None`` (default), ``"layer"`` or ``"rms"`` and normalizes queries and keys per head.
 
     Shape:
-        ``(T, N, E)``, or ``(N, T, E)`` with ``batch_first=True``, or unbatched ``(T, E)``.
+        - Input: :math:`(T, N, E)`, or :math:`(N, T, E)` with ``batch_first=True``, or
+          unbatched :math:`(T, E)`
+        - Output: same shape as the input
 
     Example::
 
