@@ -37,6 +37,9 @@ BLOCK = 256  # elements summed in the row's dtype before the float64 total
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 _JIT = dict(fastmath=FASTMATH, cache=True, nogil=True)
 _INLINE = dict(_JIT, inline="always")
+# Without reassociation: elementwise loops need none to vectorise, and with it LLVM may
+# rewrite (x - hi) - lo as x - (hi + lo), undoing the split of the mean (_split).
+_EXACT = dict(_JIT, fastmath=FASTMATH - {"reassoc"})
 
 # Every blocked loop below has inner loops of the constant trip count BLOCK (the
 # remainder gets its own call): LLVM vectorises those. With a bound of
@@ -87,7 +90,7 @@ def _centered_block(v, a, n, mean):
     return s1, s2
 
 
-@njit(**_INLINE)
+@njit(**_JIT)
 def _moments(v, eps):
     """``(mean, 1 / sqrt(var + eps))`` of the row ``v`` in float64: corrected two-pass, in cache."""
     m = v.shape[0]
@@ -123,7 +126,7 @@ def _chunk(rows, parts, k):
 
 # --- LayerNorm ------------------------------------------------------------------------
 
-@njit(**_JIT)
+@njit(**_EXACT)
 def _layer_norm_forward_row(xr, w, b, eps, yr):
     """One row: ``(mean, rstd)`` in float64, and ``y = x_hat * gamma + beta``."""
     mu, rs = _moments(xr, eps)
@@ -272,7 +275,7 @@ def rms_norm_backward(dy, x, rstd, w, dx, dw_part):
 # x is viewed as (N * G, C/G, L): a row is one sample's group, C/G channels of L
 # positions; channel c of the input is channel c % (C/G) of group c // (C/G).
 
-@njit(**_JIT)
+@njit(**_EXACT)
 def _group_norm_forward_row(xr, w, b, c0, eps, yr):
     """One (sample, group) ``(C/G, L)``: its statistics, then per channel the affine step."""
     cg, length = xr.shape
