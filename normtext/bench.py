@@ -67,6 +67,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
+from normtext import kernels, mxnet_available
 from normtext.testing import registry
 from normtext.testing.provenance import environment
 from normtext.testing.timing import calibrate, interleaved, per_call, quartiles, sync_for
@@ -174,7 +175,6 @@ def fused_implementation(case: registry.NormCase, device: str = "cpu") -> Option
     None when the kernels have no such norm, or their compiler for ``device``
     (Numba on the CPU, Triton on CUDA) is not installed.
     """
-    from normtext import kernels
     if not hasattr(kernels.functional, case.functional):
         return None
     ready = kernels.triton_available() if device.startswith("cuda") else kernels.numba_available()
@@ -390,7 +390,6 @@ def run(*, quick: bool = False, device: str = "cpu", dtype: str = "float32",
                                bandwidth=bw["bytes_per_s"], fused=fused)
     mxnet_rows: List[dict] = []
     if mxnet:
-        from normtext import mxnet_available
         if not mxnet_available():
             progress("MXNet is not installed: no Gluon rows")
         else:
