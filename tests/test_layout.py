@@ -96,6 +96,31 @@ def test_imports_point_down_only():
     assert violations() == []
 
 
+# Modules that import an optional dependency (MXNet, Numba, Triton) when they are
+# imported: the only normtext imports that may stay inside a function, so that
+# everything else imports without them.
+OPTIONAL_BACKENDS = {"normtext.mxnet", "normtext.kernels._numba", "normtext.kernels._triton",
+                     "normtext.kernels.gpu"}
+
+
+def nested_imports(path: Path, root: Path) -> Iterator[Tuple[int, str]]:
+    """Imports of normtext made anywhere but at a module's top level."""
+    top_level = {node.lineno for node in ast.parse(path.read_text()).body
+                 if isinstance(node, (ast.Import, ast.ImportFrom))}
+    for line, target in imports_of(path, root):
+        if line not in top_level:
+            yield line, target
+
+
+def test_imports_sit_at_the_top():
+    """A normtext import inside a function hides a dependency; only optional backends may."""
+    found = [f"{path.relative_to(PACKAGE.parent)}:{line}: {target}"
+             for path in sorted(PACKAGE.rglob("*.py"))
+             for line, target in nested_imports(path, PACKAGE)
+             if target not in OPTIONAL_BACKENDS]
+    assert found == []
+
+
 def test_every_module_is_in_a_room():
     for path in PACKAGE.rglob("*.py"):
         assert room_of(module_name(path, PACKAGE)) in ALLOWED
