@@ -281,7 +281,22 @@ class GluonLayer:
         return y.asnumpy().astype(np.float64)
 
 
-class ReferenceBatchNorm:
+class _PerChannelReference:
+    """What the float64 BatchNorm and InstanceNorm references share: their state.
+
+    gamma = 1, beta = 0, running mean 0 and running variance 1, one per
+    channel, in float64, as the layers they stand for start.
+    """
+
+    def _start_state(self, num_features: int) -> None:
+        self.state = {"gamma": np.ones(num_features), "beta": np.zeros(num_features),
+                      "running_mean": np.zeros(num_features), "running_var": np.ones(num_features)}
+
+    def set_state(self, params: Dict[str, np.ndarray]) -> None:
+        self.state.update({k: np.asarray(v, np.float64) for k, v in params.items()})
+
+
+class ReferenceBatchNorm(_PerChannelReference):
     """The float64 NumPy BatchNorm with state, in PyTorch's or Gluon's convention."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
@@ -292,11 +307,7 @@ class ReferenceBatchNorm:
         self.eps, self.convention, self.affine = eps, convention, affine
         # Gluon's momentum weighs the old value: convert to the weight of the new batch
         self.new_batch_weight = momentum if convention == "torch" else 1.0 - momentum
-        self.state = {"gamma": np.ones(num_features), "beta": np.zeros(num_features),
-                      "running_mean": np.zeros(num_features), "running_var": np.ones(num_features)}
-
-    def set_state(self, params: Dict[str, np.ndarray]) -> None:
-        self.state.update({k: np.asarray(v, np.float64) for k, v in params.items()})
+        self._start_state(num_features)
 
     def _forward(self, x, training):
         s = self.state
@@ -444,7 +455,7 @@ class ReferenceLayerNorm:
         return self._forward(x, dtype).y
 
 
-class ReferenceInstanceNorm:
+class ReferenceInstanceNorm(_PerChannelReference):
     """The float64 NumPy InstanceNorm with state, in PyTorch's convention.
 
     ``affine`` and ``track_running_stats`` as in ``torch.nn.InstanceNorm2d``
@@ -459,11 +470,7 @@ class ReferenceInstanceNorm:
         self.eps, self.momentum, self.affine = eps, momentum, affine
         self.learn = tuple(learn) if affine else ()  # Gluon's scale=False: learn=("beta",)
         self.track = track_running_stats
-        self.state = {"gamma": np.ones(num_features), "beta": np.zeros(num_features),
-                      "running_mean": np.zeros(num_features), "running_var": np.ones(num_features)}
-
-    def set_state(self, params: Dict[str, np.ndarray]) -> None:
-        self.state.update({k: np.asarray(v, np.float64) for k, v in params.items()})
+        self._start_state(num_features)
 
     def _forward(self, x, training):
         s = self.state
