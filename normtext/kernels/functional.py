@@ -31,14 +31,10 @@ from torch.autograd.function import once_differentiable
 
 from .. import errors
 from ..torch import functional as floor
-from ..torch._util import check_floating, compute_dtype, shape_of
+from ..torch._util import check_floating, check_layer_norm_args, compute_dtype, shape_of
 from . import cpu
 
 __all__ = ["layer_norm", "rms_norm", "group_norm", "using"]
-
-
-def _dtype_str(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
 
 
 def _backend(name: Optional[str], x: Tensor):
@@ -122,14 +118,7 @@ class LayerNormFunction(torch.autograd.Function):
 
 def _layer_norm(backend_name, input: Tensor, normalized_shape, weight: Optional[Tensor] = None,
                 bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
-    ns = errors.check_normalized_shape_type(normalized_shape, "layer_norm")
-    errors.check_layer_norm(tuple(input.shape), ns, weight=shape_of(weight),
-                            bias=shape_of(bias), op="layer_norm")
-    if weight is not None or bias is not None:
-        errors.check_layer_norm_dtypes(
-            _dtype_str(input.dtype), None if weight is None else _dtype_str(weight.dtype),
-            None if bias is None else _dtype_str(bias.dtype))
-    check_floating(input, "LayerNormKernelImpl")
+    ns = check_layer_norm_args(input, normalized_shape, weight, bias)
     backend = _backend(backend_name, input)
     if backend is None or input.numel() == 0 or not _fits_row(backend, prod(ns)):
         return floor.layer_norm(input, list(ns), weight, bias, eps)

@@ -16,7 +16,7 @@ from torch import Tensor
 from .. import errors
 from ..moments import centered_moments
 from ..spec import BATCH_NORM, GROUP_NORM, INSTANCE_NORM, LAYER_NORM, RMS_NORM
-from ._util import _dtype_name, check_floating, compute_dtype, shape_of
+from ._util import _dtype_name, check_floating, check_layer_norm_args, compute_dtype, shape_of
 
 __all__ = ["batch_norm", "layer_norm", "rms_norm", "instance_norm", "group_norm",
            "local_response_norm"]
@@ -111,10 +111,6 @@ def update_running_stats(running_mean: Optional[Tensor], running_var: Optional[T
 
 # --- LayerNorm and RMSNorm ----------------------------------------------------------
 
-def _dtype_str(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
 def layer_norm(input: Tensor, normalized_shape: list[int], weight: Optional[Tensor] = None,
                bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
     r"""Layer normalization over the trailing axes, as :func:`torch.nn.functional.layer_norm`.
@@ -141,14 +137,7 @@ def layer_norm(input: Tensor, normalized_shape: list[int], weight: Optional[Tens
         >>> nt.functional.layer_norm(x, [5, 10, 10]).shape
         torch.Size([20, 5, 10, 10])
     """
-    ns = errors.check_normalized_shape_type(normalized_shape, "layer_norm")
-    errors.check_layer_norm(tuple(input.shape), ns, weight=shape_of(weight),
-                            bias=shape_of(bias), op="layer_norm")
-    if weight is not None or bias is not None:
-        errors.check_layer_norm_dtypes(
-            _dtype_str(input.dtype), None if weight is None else _dtype_str(weight.dtype),
-            None if bias is None else _dtype_str(bias.dtype))
-    check_floating(input, "LayerNormKernelImpl")
+    ns = check_layer_norm_args(input, normalized_shape, weight, bias)
 
     axes = LAYER_NORM.reduce_axes(input.ndim, len(ns))
     x = input.to(compute_dtype(input.dtype))
