@@ -227,6 +227,8 @@ class GroupNormFunction(torch.autograd.Function):
     def backward(ctx, dy):
         x, weight, mean, rstd = ctx.saved_tensors
         cdt = compute_dtype(x.dtype)
+        # The steps of LayerNormFunction.backward, with GroupNorm's views and argument
+        # positions: a shared helper would take more parameters than it saves lines.
         n, c, g = x.shape[0], x.shape[1], ctx.groups
         view = (n * g, c // g, -1)
         dx, dw, db = ctx.backend.group_norm_backward(

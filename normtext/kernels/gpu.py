@@ -97,16 +97,25 @@ def layer_norm_forward(x: Tensor, weight: Optional[Tensor], bias: Optional[Tenso
     return y, mean, rstd
 
 
+def _backward_buffers(x: Tensor, partials: int):
+    """Programs, rows per program, dx, and ``partials`` per-program partial sums of width m.
+
+    Each program of a backward kernel takes ``per`` consecutive rows and writes
+    its own row of partial dgamma (and dbeta); they are summed after the launch.
+    """
+    rows, m = x.shape
+    programs = _programs(rows, x)
+    parts = tuple(torch.empty(programs, m, dtype=x.dtype, device=x.device)
+                  for _ in range(partials))
+    return programs, -(-rows // programs), torch.empty_like(x), parts
+
+
 def layer_norm_backward(dy: Tensor, x: Tensor, mean: Tensor, rstd: Tensor,
                         weight: Optional[Tensor]) -> Tuple[Tensor, Tensor, Tensor]:
     K = kernels()
     rows, m = x.shape
     block = _block(m)
-    programs = _programs(rows, x)
-    per = -(-rows // programs)
-    dx = torch.empty_like(x)
-    dw_part = torch.empty(programs, m, dtype=x.dtype, device=x.device)
-    db_part = torch.empty(programs, m, dtype=x.dtype, device=x.device)
+    programs, per, dx, (dw_part, db_part) = _backward_buffers(x, 2)
     K.layer_norm_backward_kernel[(programs,)](dy, x, _param(weight, m, x, 1.0), mean[0], mean[1],
                                               rstd, dx, dw_part, db_part, m, rows, per,
                                               BLOCK=block, num_warps=_warps(block))
@@ -130,10 +139,7 @@ def rms_norm_backward(dy: Tensor, x: Tensor, rstd: Tensor,
     K = kernels()
     rows, m = x.shape
     block = _block(m)
-    programs = _programs(rows, x)
-    per = -(-rows // programs)
-    dx = torch.empty_like(x)
-    dw_part = torch.empty(programs, m, dtype=x.dtype, device=x.device)
+    programs, per, dx, (dw_part,) = _backward_buffers(x, 1)
     K.rms_norm_backward_kernel[(programs,)](dy, x, _param(weight, m, x, 1.0), rstd, dx, dw_part,
                                             m, rows, per, BLOCK=block, num_warps=_warps(block))
     return dx, dw_part.sum(0)
