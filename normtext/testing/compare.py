@@ -525,6 +525,8 @@ class ReferenceGroupNorm:
     def train_step(self, x, dy, dtype: str) -> Dict[str, np.ndarray]:
         res = self._forward(x)
         dx, dgamma, dbeta = reference.group_norm_backward(dy, res.cache)
+        # the harness's result, as ReferenceInstanceNorm.train_step builds it: only the
+        # parameters the layer learns (Gluon's scale=False learns no gamma) get a row
         out = {"output": res.y, "input grad": dx}
         grads = {"gamma": ("gamma grad", dgamma), "beta": ("beta grad", dbeta)}
         out.update(dict(grads[p] for p in self.learn))

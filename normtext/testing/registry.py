@@ -158,6 +158,8 @@ def _last_weight_only(shape):
     return (shape[-1],), False
 
 
+# One row per norm, spelled out: the rows look alike because every norm answers the same
+# questions (its functions, its parameters, its shapes), which is the point of a registry.
 REGISTRY: Dict[str, NormCase] = {
     "BatchNorm": NormCase(
         "BatchNorm", BATCH_NORM, "batch_norm", _call_batch_norm, _ref_batch_norm,
