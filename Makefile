@@ -19,7 +19,8 @@ BOOK_HTML ?= $(patsubst %/index.html,%,$(firstword $(shell ls -t $(FULL_HTML)/in
 export NORMTEXT_CACHE ?= $(CURDIR)/_build/normtext-cache
 export PYTHONHASHSEED = 0
 
-.PHONY: book test unit notebooks quick-book browser-test clean env current-stack mutation
+.PHONY: book test unit notebooks quick-book browser-test clean env current-stack \
+        current-stack-env current-stack-tests mutation
 
 env: $(STAMP)
 
@@ -66,10 +67,15 @@ CHAPTER_CURRENT ?= book/layer-norm.ipynb
 TESTS_CURRENT = $(addprefix tests/test_,$(addsuffix .py,spec batch_norm layer_norm \
     instance_group_lrn more_norms unified normfree edge_cases input_checks precision \
     conventions errata compare numerics rules layout packaging batch_norm_mxnet mxnet_numerics))
-current-stack:
+current-stack: current-stack-env current-stack-tests
+
+# (CI runs the install in the background while the book's stage runs: it is mostly downloads.)
+current-stack-env:
 	test -x $(VENV_CURRENT)/bin/python || $(PYTHON_CURRENT) -m venv $(VENV_CURRENT)
 	$(VENV_CURRENT)/bin/python -m pip install -q --upgrade pip
 	$(VENV_CURRENT)/bin/python -m pip install -q --progress-bar off --no-compile --upgrade "numpy>=2" torch ".[data,test]"
+
+current-stack-tests:
 	@# What a chapter's first cell prints here (versions, device, the note that MXNet cells skip).
 	cd book && NORMTEXT_QUICK=1 $(abspath $(VENV_CURRENT))/bin/python -c "import normtext; print('normtext from', normtext.__file__); from normtext.experiments.notebook import setup; setup()"
 	NORMTEXT_QUICK=1 $(VENV_CURRENT)/bin/pytest $(TESTS_CURRENT) -q -rfEsxX -p no:randomly
