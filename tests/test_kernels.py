@@ -92,6 +92,17 @@ def _assert_close(got, want, dtype, m, what):
     assert err <= tol, f"{what}: relative error {err:.3g} > tolerance {tol:.3g} ({dtype}, m={m})"
 
 
+def _assert_against_both(names, ours, builtins, want, dtype):
+    """Each of ``ours`` has the built-in's dtype and is close to the float64 value and the built-in's.
+
+    ``want`` pairs each float64 value with the size of the sums behind it.
+    """
+    for name, got, got_bi, (exact, size) in zip(names, ours, builtins, want):
+        assert got.dtype == got_bi.dtype
+        _assert_close(got, exact, dtype, size, f"{name} vs float64")
+        _assert_close(got, got_bi.detach().double().numpy(), dtype, size, f"{name} vs built-in")
+
+
 def _inputs(shape, pshape, dtype, affine, seed=0, mean=0.5, bias=True):
     g = torch.Generator().manual_seed(seed)
     dt = getattr(torch, dtype)
@@ -130,10 +141,7 @@ def test_layer_norm_matches_builtin_and_float64(F, dtype, affine, shape, ns):
     m, numel = math.prod(ns), x.numel()
     want = [(r.y, m), (dx, m)] + ([(dw, numel), (db, numel)] if affine else [])
     names = ["output", "input grad", "weight grad", "bias grad"]
-    for name, got, got_bi, (exact, size) in zip(names, [y, *grads], [y_bi, *grads_bi], want):
-        assert got.dtype == got_bi.dtype
-        _assert_close(got, exact, dtype, size, f"{name} vs float64")
-        _assert_close(got, got_bi.detach().double().numpy(), dtype, size, f"{name} vs built-in")
+    _assert_against_both(names, [y, *grads], [y_bi, *grads_bi], want, dtype)
 
 
 def test_layer_norm_half_input_float32_parameters():
@@ -170,11 +178,8 @@ def test_rms_norm_matches_builtin_and_float64(F, dtype, affine, shape, ns):
     dx, dw = ref.rms_norm_backward(_np(dy), r.cache)
     m, numel = math.prod(ns), x.numel()
     want = [(r.y, m), (dx, m)] + ([(dw, numel)] if affine else [])
-    for name, got, got_bi, (exact, size) in zip(["output", "input grad", "weight grad"],
-                                                [y, *grads], [y_bi, *grads_bi], want):
-        assert got.dtype == got_bi.dtype
-        _assert_close(got, exact, dtype, size, f"{name} vs float64")
-        _assert_close(got, got_bi.detach().double().numpy(), dtype, size, f"{name} vs built-in")
+    _assert_against_both(["output", "input grad", "weight grad"], [y, *grads],
+                         [y_bi, *grads_bi], want, dtype)
 
 
 # --- GroupNorm --------------------------------------------------------------------------
@@ -194,10 +199,7 @@ def test_group_norm_matches_builtin_and_float64(F, dtype, affine, shape, groups)
     m, numel = x.numel() // (shape[0] * groups), x.numel()
     want = [(r.y, m), (dx, m)] + ([(dw, numel), (db, numel)] if affine else [])
     names = ["output", "input grad", "weight grad", "bias grad"]
-    for name, got, got_bi, (exact, size) in zip(names, [y, *grads], [y_bi, *grads_bi], want):
-        assert got.dtype == got_bi.dtype
-        _assert_close(got, exact, dtype, size, f"{name} vs float64")
-        _assert_close(got, got_bi.detach().double().numpy(), dtype, size, f"{name} vs built-in")
+    _assert_against_both(names, [y, *grads], [y_bi, *grads_bi], want, dtype)
 
 
 def test_group_norm_weight_without_bias():
