@@ -19,7 +19,7 @@ BOOK_HTML ?= $(patsubst %/index.html,%,$(firstword $(shell ls -t $(FULL_HTML)/in
 export NORMTEXT_CACHE ?= $(CURDIR)/_build/normtext-cache
 export PYTHONHASHSEED = 0
 
-.PHONY: book test unit notebooks quick-book browser-test clean env current-stack \
+.PHONY: book test unit notebooks quick-book page browser-test clean env current-stack \
         current-stack-env current-stack-tests mutation
 
 env: $(STAMP)
@@ -43,6 +43,19 @@ book: $(STAMP)
 quick-book: $(STAMP)
 	NORMTEXT_QUICK=1 NORMTEXT_JUPYTER_CACHE=$(abspath $(QUICK_OUT))/_build/.jupyter_cache \
 	    $(BIN)/jupyter-book build $(BOOK) --path-output $(QUICK_OUT) -W --keep-going
+
+# One chapter alone, quick experiments, to read and measure while writing it:
+# `make page PAGE=layer-norm` builds the introduction and book/layer-norm into
+# _build/pages/layer-norm/_build/html (its own execution cache; links to the other
+# chapters dangle there, so no -W), then `make browser-test BOOK_HTML=...` reads it.
+PAGE ?= intro
+PAGE_OUT = $(BOOK)/_build/pages/$(PAGE)
+page: $(STAMP)
+	mkdir -p $(PAGE_OUT)
+	printf 'format: jb-book\nroot: book/intro\nchapters:\n  - file: book/%s\n' $(PAGE) > $(PAGE_OUT)/_toc.yml
+	NORMTEXT_QUICK=1 NORMTEXT_JUPYTER_CACHE=$(abspath $(PAGE_OUT))/_build/.jupyter_cache \
+	    $(BIN)/jupyter-book build $(BOOK) --toc $(PAGE_OUT)/_toc.yml --path-output $(PAGE_OUT) --keep-going
+	@echo "built $(PAGE_OUT)/_build/html/book/$(PAGE).html"
 
 # Unit tests plus every notebook run by nbval, in quick mode.
 test: $(STAMP)

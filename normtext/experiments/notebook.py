@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from normtext import mxnet_available, quick_mode
+from normtext.experiments.plot import use_book_style
 from normtext.experiments.train import seed_everything, torch_device
 from normtext.testing.provenance import environment, environment_line
 
@@ -34,7 +35,8 @@ def setup(seed: int = 0, threads: int | None = None) -> Setup:
     """A chapter's opening bookkeeping, in one call.
 
     Sets PyTorch's thread count when ``threads`` is given (before anything
-    runs), draws matplotlib figures inline, seeds Python, NumPy, PyTorch and
+    runs), draws matplotlib figures inline in the book's style (sized for its
+    column: :func:`normtext.experiments.plot.use_book_style`), seeds Python, NumPy, PyTorch and
     MXNet with ``seed``, and prints the one-line environment (versions and the
     device the chapter runs on), a note when MXNet is missing (its cells then
     skip), and whether the experiments run in quick mode.
@@ -42,6 +44,7 @@ def setup(seed: int = 0, threads: int | None = None) -> Setup:
     if threads is not None:
         torch.set_num_threads(threads)
     _matplotlib_inline()
+    use_book_style()
     seed_everything(seed)
     device = torch_device()
     has_mxnet = mxnet_available()
