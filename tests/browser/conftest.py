@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import json
 import threading
 from pathlib import Path
 
@@ -117,11 +118,40 @@ def shots() -> Path:
 @pytest.fixture(scope="session")
 def browser_report(shots):
     """Pages checked and screenshots saved, written to ``<screenshots>/browser-report.txt``."""
-    report = {"checked": [], "screenshots": [], "search": []}
+    report = {"checked": [], "screenshots": [], "search": [], "reader": {}}
     yield report
-    lines = [f"pages checked ({len(report['checked'])}):"]
+    lines = _reader_lines(report["reader"])
+    if report["reader"]:
+        summary = {page: {key: view[key] for key in (
+                       "code_share", "output_share", "over_wide_count", "column_px",
+                       "text_chars", "over_wide", "figures_below_scale", "figures_skipped")}
+                   for page, view in sorted(report["reader"].items())}
+        (shots / "reader-view.json").write_text(json.dumps(summary, indent=1) + "\n")
+    lines += [f"pages checked ({len(report['checked'])}):"]
     lines += [f"  {page}" for page in report["checked"]]
     lines += [f"screenshots saved ({len(report['screenshots'])}):"]
     lines += [f"  {shot}" for shot in report["screenshots"]]
     lines += [f"search: {entry}" for entry in report["search"]]
     (shots / "browser-report.txt").write_text("\n".join(lines) + "\n")
+
+
+def _reader_lines(views: dict) -> list[str]:
+    """The chapter pages as a reader sees them: one row per page, then what is wrong."""
+    if not views:
+        return []
+    from .reader_view import describe_figures, describe_over_wide
+    width = max(len(page) for page in views)
+    lines = ["what a reader sees (share of the visible text; elements wider than the column; "
+             "figures under the minimum scale):",
+             f"  {'page':<{width}}  code  output  over-wide  figures-low"]
+    for page, view in sorted(views.items()):
+        lines.append(f"  {page:<{width}}  {view['code_share']:4.0%}  {view['output_share']:6.0%}"
+                     f"  {view['over_wide_count']:9d}  {len(view['figures_below_scale']):11d}")
+    for page, view in sorted(views.items()):
+        details = ([f"over-wide: {d}" for d in describe_over_wide(view)]
+                   + [f"figure below scale: {d}" for d in describe_figures(view["figures_below_scale"])]
+                   + [f"figure skipped: {d}" for d in view["figures_skipped"]])
+        if details:
+            lines.append(f"{page} (column {view['column_px']} px):")
+            lines += [f"  {d}" for d in details]
+    return lines + [""]

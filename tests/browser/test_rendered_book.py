@@ -11,6 +11,15 @@ Each page of the book has a copy button on every code block, and each notebook
 page a download button for its .ipynb and Binder and Colab launch buttons.
 A screenshot of the first screen of each chapter is saved for CI's artifacts.
 
+On every chapter page (the notebooks under ``book/`` and the introduction),
+what a reader sees (``reader_view.py``): no table, code block, output or
+display equation wider than the text column (cut off or scrolled sideways)
+unless placed full-width on purpose; no figure shown at fewer than
+``MIN_PX_PER_FIGURE_INCH`` screen pixels per figure inch; and the shares of
+the visible text that are code and output, reported in ``browser-report.txt``
+and ``reader-view.json`` beside the screenshots. The limit on the code share
+(``CODE_SHARE_LIMIT``) is asserted only when ``NORMTEXT_CODE_SHARE_LIMIT=1``.
+
 Off by default; see ``conftest.py`` for the switches and settings.
 """
 from __future__ import annotations
@@ -23,7 +32,9 @@ import urllib.request
 
 import pytest
 
-from .browser_support import html_dir, html_pages
+from .browser_support import _truthy, html_dir, html_pages
+from .reader_view import (CODE_SHARE_LIMIT, MIN_PX_PER_FIGURE_INCH, describe_figures,
+                          describe_over_wide, measure)
 
 PAGES = html_pages(html_dir())
 VIEWPORT = {"width": 1280, "height": 800}
@@ -230,3 +241,69 @@ def test_search_finds_the_term(book_dir, server, browser, shots, browser_report)
         assert any(r and r.split("#")[0] in chapters for r in results), (
             f"searching {term!r} does not find the chapter(s) {chapters}: {results}")
     browser_report["search"].append(f"{term!r}: {len(results)} results, first {results[:5]}")
+
+
+# --------------------------------------------------------------------------------------
+# What a reader sees on the chapter pages: widths, figure scale, code share
+# --------------------------------------------------------------------------------------
+
+def _is_reader_page(root, page: str) -> bool:
+    """A chapter page: a notebook under book/, or the introduction."""
+    if not page.startswith("book/") or not page.endswith(".html"):
+        return False
+    stem = page[:-len(".html")]
+    return stem == "book/intro" or (root / "_sources" / (stem + ".ipynb")).is_file()
+
+
+READER_PAGES = [p for p in PAGES if _is_reader_page(html_dir(), p)]
+
+
+@pytest.fixture(scope="session")
+def reader_views(browser, server, book_dir, browser_report):
+    """Each chapter page measured once (opened lazily), shared by the tests below."""
+    views = browser_report["reader"]
+
+    def view(path):
+        if path not in views:
+            context, page, _ = _open(browser, server, path)
+            try:
+                page.evaluate(_MATH_STATE)
+                page.evaluate(_IMAGES)
+                page.evaluate("document.fonts.ready.then(() => true)")
+                views[path] = measure(page, server, book_dir)
+            finally:
+                context.close()
+        return views[path]
+    return view
+
+
+@pytest.mark.parametrize("path", READER_PAGES or [None], ids=_ids)
+def test_fits_the_column(path, reader_views, book_dir):
+    assert path is not None, f"no chapter pages under {book_dir}"
+    view = reader_views(path)
+    assert not view["over_wide"], (
+        f"{path}: {view['over_wide_count']} elements wider than the {view['column_px']} px "
+        "text column (split the table or equation, shorten the output, or tag the cell "
+        "full-width):\n  " + "\n  ".join(describe_over_wide(view)))
+
+
+@pytest.mark.parametrize("path", READER_PAGES or [None], ids=_ids)
+def test_figures_are_legible(path, reader_views, book_dir):
+    assert path is not None, f"no chapter pages under {book_dir}"
+    low = reader_views(path)["figures_below_scale"]
+    assert not low, (
+        f"{path}: {len(low)} figures shown at fewer than {MIN_PX_PER_FIGURE_INCH:.0f} screen "
+        "pixels per figure inch (draw them at the column's size, or place them full-width):"
+        "\n  " + "\n  ".join(describe_figures(low)))
+
+
+@pytest.mark.parametrize("path", READER_PAGES or [None], ids=_ids)
+def test_code_share(path, reader_views, book_dir):
+    assert path is not None, f"no chapter pages under {book_dir}"
+    view = reader_views(path)  # measured and reported on every run
+    if not _truthy(os.environ.get("NORMTEXT_CODE_SHARE_LIMIT")):
+        pytest.skip(f"code share {view['code_share']:.0%} reported, limit "
+                    f"{CODE_SHARE_LIMIT:.0%} not asserted (set NORMTEXT_CODE_SHARE_LIMIT=1)")
+    assert view["code_share"] <= CODE_SHARE_LIMIT, (
+        f"{path}: visible code is {view['code_share']:.0%} of the page's text, more than "
+        f"{CODE_SHARE_LIMIT:.0%} (hide setup and harness cells, collapse long listings)")
