@@ -16,7 +16,7 @@ SyncBatchNorm's small messages and the usual one for large gradients.
 """
 from __future__ import annotations
 
-from typing import Iterable, List, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 import numpy as np
 
@@ -36,11 +36,50 @@ def tree_all_reduce_seconds(n_bytes: float, k: int, alpha: float, beta: float) -
 
 
 def fit_ring(measurements: Iterable[Tuple[int, float, float]]) -> Tuple[float, float]:
-    """Least-squares ``(alpha, beta)`` of the ring model from ``(k, n_bytes, seconds)`` triples."""
-    rows = [(2 * (k - 1), 2 * (k - 1) / k * n) for k, n, _ in measurements]
-    times = [t for _, _, t in measurements]
-    (alpha, beta), *_ = np.linalg.lstsq(np.array(rows, float), np.array(times, float), rcond=None)
-    return float(alpha), float(beta)
+    """``(alpha, beta)`` of the ring model from ``(k, n_bytes, seconds)`` triples.
+
+    The fit minimizes the *relative* error of every point (a least-squares fit
+    of ``T / t = 1``, with ``alpha, beta >= 0``): timings scatter
+    multiplicatively, and the messages span six orders of magnitude, so an
+    absolute fit would let the largest messages decide the latency. All
+    triples share one ``alpha`` and ``beta``; where the processes of some
+    ``k`` share cores, their latency differs and :func:`fit_ring_by_k` fits
+    each ``k`` on its own.
+    """
+    measurements = list(measurements)
+    rows = np.array([(2 * (k - 1), 2 * (k - 1) / k * n) for k, n, _ in measurements], float)
+    times = np.array([t for _, _, t in measurements], float)
+    if len(times) < 2 or np.any(times <= 0):
+        raise ValueError("need at least two measurements, every time > 0")
+    weighted = rows / times[:, None]
+    scale = weighted.max(axis=0)            # columns of one size, for a well-conditioned solve
+    scale[scale == 0] = 1.0
+    a, b = _nonnegative_lstsq(weighted / scale, np.ones(len(times)))
+    return float(a / scale[0]), float(b / scale[1])
+
+
+def _nonnegative_lstsq(m: np.ndarray, y: np.ndarray) -> Tuple[float, float]:
+    """Least squares of two coefficients, both ``>= 0`` (the best of the free and one-sided fits)."""
+    (a, b), *_ = np.linalg.lstsq(m, y, rcond=None)
+    if a >= 0 and b >= 0:
+        return float(a), float(b)
+    candidates = [(max(float(m[:, i] @ y / (m[:, i] @ m[:, i])), 0.0), i) for i in (0, 1)]
+    best = min(candidates, key=lambda c: float(np.sum((m[:, c[1]] * c[0] - y) ** 2)))
+    return (best[0], 0.0) if best[1] == 0 else (0.0, best[0])
+
+
+def fit_ring_by_k(measurements: Iterable[Tuple[int, float, float]]) -> Dict[int, Tuple[float, float]]:
+    """``{k: (alpha, beta)}``: :func:`fit_ring` on the measurements of each ``k`` separately.
+
+    On one machine with fewer cores than processes the latency per ring step
+    grows with ``k`` (the processes wait for each other's time slices), which
+    the model's single ``alpha`` cannot describe: a joint fit then misses
+    every ``k``'s points.
+    """
+    by_k: Dict[int, list] = {}
+    for k, n, t in measurements:
+        by_k.setdefault(k, []).append((k, n, t))
+    return {k: fit_ring(rows) for k, rows in sorted(by_k.items())}
 
 
 def resnet50_bn_channels() -> List[int]:
