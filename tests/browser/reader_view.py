@@ -135,8 +135,13 @@ MEASURE_JS = "() => {" + _HELPERS + r"""
     wide.push({kind, el, snippet: snippet(el), section: where(el), width: Math.round(Math.max(r.width, el.scrollWidth)),
                how: scrolled ? 'scrolls sideways' : 'cut off'});
   }
-  // Report nested findings once, as the outermost.
+  // Report nested findings once, as the outermost (an output that scrolls because of
+  // the table in it is an output table).
   const outer = wide.filter(w => !wide.some(o => o !== w && o.el.contains(w.el)));
+  outer.forEach(w => {
+    if (w.kind === 'output' && wide.some(i => i !== w && w.el.contains(i.el) && i.kind.endsWith('table')))
+      w.kind = 'output table';
+  });
   const length = (el) => (el.innerText || '').length;
   let code = 0, output = 0;
   article.querySelectorAll('.cell_input').forEach(el => { if (rendered(el)) code += length(el); });

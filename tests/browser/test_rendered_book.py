@@ -32,6 +32,7 @@ import urllib.request
 
 import pytest
 
+from .browser_support import ROOT as REPO
 from .browser_support import _truthy, html_dir, html_pages
 from .reader_view import (CODE_SHARE_LIMIT, MIN_PX_PER_FIGURE_INCH, describe_figures,
                           describe_over_wide, measure)
@@ -248,11 +249,15 @@ def test_search_finds_the_term(book_dir, server, browser, shots, browser_report)
 # --------------------------------------------------------------------------------------
 
 def _is_reader_page(root, page: str) -> bool:
-    """A chapter page: a notebook under book/, or the introduction."""
+    """A chapter page: a notebook under book/ (an .ipynb in the repository, not a
+    MyST Markdown page that executes code, such as how-built), or the introduction."""
     if not page.startswith("book/") or not page.endswith(".html"):
         return False
     stem = page[:-len(".html")]
-    return stem == "book/intro" or (root / "_sources" / (stem + ".ipynb")).is_file()
+    if stem == "book/intro":
+        return True
+    return ((root / "_sources" / (stem + ".ipynb")).is_file()
+            and not (REPO / (stem + ".md")).is_file())
 
 
 READER_PAGES = [p for p in PAGES if _is_reader_page(html_dir(), p)]
