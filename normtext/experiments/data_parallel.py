@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -16,8 +16,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from normtext.experiments.data import digits_8x8
+from normtext.distributed import launch, workers
 from normtext.experiments.models import normtext_batch_norm, small_cnn
-from normtext.experiments.train import train_step
+from normtext.experiments.train import cached, train_step
 from normtext.torch import SyncBatchNorm
 
 
@@ -79,4 +80,45 @@ def ddp_train(configs: Sequence[Dict[str, Any]], epochs: int, per_process_batch:
             history["test_acc"].append(acc)
             history["seconds"].append(seconds)
         results.append(history if rank == 0 else None)
+    return results
+
+
+class _NotCached(Exception):
+    pass
+
+
+def _lookup(name: str, config: Dict[str, Any]):
+    """The cached result of ``(name, config)``, or raise :class:`_NotCached`."""
+    def missing():
+        raise _NotCached(name)
+    return cached(name, config, missing)
+
+
+def launch_once(k: int, calls: Dict[str, Tuple[str, tuple, dict]],
+                cached_calls: Dict[str, Tuple[Dict[str, Any], str, tuple, dict]],
+                timeout: float = 600.0) -> Dict[str, Any]:
+    """Run several workers in one launch of ``k`` processes (one start-up for all).
+
+    ``calls``: ``{name: (target, args, kwargs)}``, run every time; their
+    results are lists by rank. ``cached_calls``: ``{name: (config, target,
+    args, kwargs)}``, looked up in the training cache under ``(name, config)``
+    first and run only when missing; their result is rank 0's, then cached.
+    Targets are ``"module:function"`` names. Returns ``{name: result}``.
+    """
+    results: Dict[str, Any] = {}
+    pending = []
+    for name, (config, target, args, kwargs) in cached_calls.items():
+        try:
+            results[name] = _lookup(name, config)
+        except _NotCached:
+            pending.append((name, config, target, args, kwargs))
+    order = list(calls) + [name for name, *_ in pending]
+    jobs = list(calls.values()) + [(t, a, kw) for _, _, t, a, kw in pending]
+    if jobs:
+        per_rank = launch(workers.several, k, args=(jobs,), timeout=timeout)
+        by_name = dict(zip(order, zip(*per_rank)))
+        for name in calls:
+            results[name] = list(by_name[name])
+        for name, config, *_ in pending:
+            results[name] = cached(name, config, lambda name=name: by_name[name][0])
     return results
