@@ -195,7 +195,7 @@ def test_gn_gamma_is_per_channel_in_torch_and_per_group_in_gluon(mx):
         TF.group_norm(torch.tensor(X4), 3, torch.tensor(gamma, dtype=torch.float32))
 
 
-def test_gn_indivisible_channels_fail_at_construction_in_torch_at_forward_in_gluon(mx):
+def test_gn_indivisible_channels_fail_in_torch_init_in_gluon_forward(mx):
     with pytest.raises(ValueError, match="must be divisible"):
         nn.GroupNorm(4, 6)
     with pytest.raises(ValueError, match="must be divisible"):

@@ -157,7 +157,7 @@ def test_seed_002_instance_norm_has_no_learnable_scale_and_shift_by_default():
     assert len(list(nn.InstanceNorm2d(64, affine=True).parameters())) == 2
 
 
-def test_seed_002_running_estimates_are_an_exponential_average_not_the_training_set_mean():
+def test_seed_002_running_estimates_are_an_ema_not_the_training_set_mean():
     """The seed: at test time BN uses 'the moving average over the whole training set'."""
     torch.manual_seed(0)
     batches = [torch.randn(16, 3) * 2 + 3 * i for i in range(6)]  # drifting means
