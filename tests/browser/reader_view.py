@@ -162,8 +162,13 @@ MEASURE_JS = "() => {" + _HELPERS + r"""
 FIGURES_JS = "async () => {" + _HELPERS + r"""
   document.querySelectorAll('details:not([open])').forEach(d => { d.open = true; });
   document.querySelectorAll('.toggle-hidden').forEach(e => e.classList.remove('toggle-hidden'));
+  const images = Array.from(article.querySelectorAll('img'));
+  images.forEach(img => { img.loading = 'eager'; });
+  await Promise.all(images.map(img => img.complete ? null : new Promise(done => {
+    img.addEventListener('load', done); img.addEventListener('error', done); setTimeout(done, 10000);
+  })));
   await new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)));
-  return Array.from(article.querySelectorAll('img')).map(img => ({
+  return images.map(img => ({
     src: img.currentSrc || img.src, natural: img.naturalWidth,
     width: img.getBoundingClientRect().width, rendered: rendered(img),
     full_width: !!img.closest(FULL_WIDTH), section: where(img),
