@@ -42,7 +42,7 @@ __all__ = ["CONFIG", "config", "digits", "tensors", "cnn", "mlp", "fit", "accura
 CONFIG = {
     "full": dict(seeds=[0, 1, 2, 3, 4], lr=0.05, momentum=0.9, batch=32, epochs=3,
                  eval_batches=[1, 2, 4, 8, 16, 32, 128, 359],
-                 renorm_batches=[2, 4, 8, 16, 32], renorm_steps=400, mlp_width=128,
+                 renorm_batches=[2, 8, 32], renorm_steps=400, mlp_width=128,
                  ghost_train=256, ghost_batch=64, ghost_sizes=[4, 64], ghost_steps=400,
                  pretrain_epochs=4, finetune_images=100, finetune_batch=2, finetune_steps=200,
                  ddp_batch=16, ddp_epochs=3),
