@@ -42,7 +42,7 @@ def test_lrn_sits_after_the_relu_and_init_is_he():
     w = net[0].weight.detach()
     # He normal: std sqrt(2 / fan_in) with fan_in = 9; PyTorch's default would be about 0.19
     assert abs(float(w.std()) - (2 / 9) ** 0.5) < 0.15
-    assert float(net[0].bias.abs().max()) == 0.0
+    assert float(net[0].bias.detach().abs().max()) == 0.0
 
 
 def test_alexnet_parameters_leave_the_load_negligible_on_standardized_digits():
