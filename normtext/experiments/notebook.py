@@ -18,8 +18,6 @@ from normtext.testing.provenance import environment, environment_line
 
 __all__ = ["Setup", "setup", "show_source", "parity_row", "error_of", "error_table"]
 
-MXNET_NOTE = ("MXNet is not installed (its wheels exist for Linux x86_64 only): "
-              "the MXNet cells of this chapter are skipped.")
 
 
 class Setup(NamedTuple):
@@ -37,9 +35,9 @@ def setup(seed: int = 0, threads: int | None = None) -> Setup:
     Sets PyTorch's thread count when ``threads`` is given (before anything
     runs), draws matplotlib figures inline in the book's style (sized for its
     column: :func:`normtext.experiments.plot.use_book_style`), seeds Python, NumPy, PyTorch and
-    MXNet with ``seed``, and prints the one-line environment (versions and the
-    device the chapter runs on), a note when MXNet is missing (its cells then
-    skip), and whether the experiments run in quick mode.
+    MXNet with ``seed``, and prints the environment one item a line (versions,
+    with a note when MXNet is missing and its cells skip, and the device the
+    chapter runs on) and whether the experiments run in quick mode.
     """
     if threads is not None:
         torch.set_num_threads(threads)
@@ -48,9 +46,8 @@ def setup(seed: int = 0, threads: int | None = None) -> Setup:
     seed_everything(seed)
     device = torch_device()
     has_mxnet = mxnet_available()
-    print(environment_line(environment(str(device))))
-    if not has_mxnet:
-        print(MXNET_NOTE)
+    # one item a line: the whole line is wider than the book's text column
+    print(environment_line(environment(str(device))).replace(" | ", "\n"))
     quick = quick_mode()
     print("experiments:", "QUICK (fewer data, epochs and seeds: verdicts mean nothing)"
           if quick else "full")
