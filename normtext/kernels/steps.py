@@ -10,7 +10,7 @@ allocates, so that a benchmark times the loops and nothing else:
    tensor through memory once more.
 2. :func:`fused_stats_forward` / :func:`fused_stats_backward`: the loops that
    share an input are merged (the mean and variance of a row in one loop, by
-   Welford's update; dbeta and dgamma together; the two row sums together).
+   shifted sums; dbeta and dgamma together; the two row sums together).
 3. :func:`one_pass_forward` / :func:`one_pass_backward`: one visit per row
    each way: the row's statistics and output while it is in the cache, and in
    the backward the row sums, dx and the row's share of dgamma and dbeta.
@@ -30,7 +30,10 @@ from numba import njit
 
 from . import cpu
 
-_JIT = dict(cache=True, nogil=True)
+# as normtext's kernel: sums may be reassociated (vectorised), so that the steps differ
+# in the passes they make over memory, not in whether LLVM may vectorise them
+_JIT = dict(cache=True, nogil=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+_INLINE = dict(_JIT, inline="always")
 
 
 @njit(**_JIT)
@@ -77,17 +80,31 @@ def naive_backward(dy, x, mean, rstd, w, dx, dw, db):
             dx[i, j] = rstd[i] * (dy[i, j] * w[j] - s1 / m - xh * s2 / m)
 
 
+@njit(**_INLINE)
+def _shifted_moments(xr, eps):
+    """Mean and 1/sqrt(var + eps) of a row in one loop: sums of d = x - x[0] and of d^2.
+
+    Shifting by one of the row's own values keeps the sums small when the mean
+    is large against the spread (E[x^2] - E[x]^2 without the shift loses every
+    digit there, book/numerics.ipynb); the loop has no division and vectorises.
+    """
+    m = xr.shape[0]
+    k = xr[0]
+    s1, s2 = 0.0, 0.0
+    for j in range(m):
+        d = xr[j] - k
+        s1 += d
+        s2 += d * d
+    mu = s1 / m
+    return k + mu, 1.0 / np.sqrt(max(s2 / m - mu * mu, 0.0) + eps)
+
+
 @njit(**_JIT)
 def fused_stats_forward(x, w, b, eps, y, mean, rstd):
     rows, m = x.shape
-    for i in range(rows):                       # one pass: Welford's running mean and M2
-        mu, m2 = 0.0, 0.0
-        for j in range(m):
-            d = x[i, j] - mu
-            mu += d / (j + 1)
-            m2 += d * (x[i, j] - mu)
-        mean[i], rstd[i] = mu, 1.0 / np.sqrt(m2 / m + eps)
-    for i in range(rows):                       # y = (x - mu) * rstd * gamma + beta
+    for i in range(rows):                       # pass 1: the mean and variance together
+        mean[i], rstd[i] = _shifted_moments(x[i], eps)
+    for i in range(rows):                       # pass 2: y = (x - mu) * rstd * gamma + beta
         for j in range(m):
             y[i, j] = (x[i, j] - mean[i]) * rstd[i] * w[j] + b[j]
 
@@ -114,14 +131,8 @@ def fused_stats_backward(dy, x, mean, rstd, w, dx, dw, db):
 
 @njit(**_JIT)
 def _row_forward(xr, w, b, eps, yr):
-    m = xr.shape[0]
-    mu, m2 = 0.0, 0.0
-    for j in range(m):                          # the row's statistics ...
-        d = xr[j] - mu
-        mu += d / (j + 1)
-        m2 += d * (xr[j] - mu)
-    r = 1.0 / np.sqrt(m2 / m + eps)
-    for j in range(m):                          # ... and its output, while it is in cache
+    mu, r = _shifted_moments(xr, eps)           # the row's statistics ...
+    for j in range(xr.shape[0]):                # ... and its output, while it is in cache
         yr[j] = (xr[j] - mu) * r * w[j] + b[j]
     return mu, r
 
