@@ -421,3 +421,26 @@ def test_seed000_net_runs_and_uses_layer_norm_over_chw():
     assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     assert net.norm1.normalized_shape == (5, 26, 26) and net.norm2.normalized_shape == (10, 24, 24)
     assert isinstance(Seed000Net(layer_norm=False).norm1, torch.nn.Identity)
+
+
+@pytest.mark.parametrize("hand,builtin", [(nt.rms_norm_hand, TF.rms_norm),
+                                          (nt.layer_norm_hand, TF.layer_norm)])
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("scale", [1.0, 1e-3])
+def test_hand_versions_compute_half_input_in_float32(hand, builtin, dtype, scale):
+    # At scale 1e-3, mean(x^2) ~ 1e-6 is far below float16's machine epsilon (~1e-3):
+    # an eps taken from the input's dtype, or statistics kept in half precision, move
+    # the output by O(1); computed in float32 as PyTorch does, they differ by the final
+    # rounding to the half dtype only (its unit roundoff: 2^-11 float16, 2^-8 bfloat16).
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(4, 64, generator=g) * scale).to(dtype).requires_grad_(True)
+    w = (torch.rand(64, generator=g) + 0.5).to(dtype).requires_grad_(True)
+    dy = torch.randn(4, 64, generator=g).to(dtype)
+    got = hand(x, (64,), w)
+    want = builtin(x, (64,), w)
+    ulp = torch.finfo(dtype).eps
+    torch.testing.assert_close(got, want, rtol=2 * ulp, atol=2 * ulp)
+    got_dx, = torch.autograd.grad(got, x, dy)
+    want_dx, = torch.autograd.grad(want, x, dy)
+    # dx = r * (...) is of order 1/scale: compared relative to its largest value
+    assert (got_dx.float() - want_dx.float()).abs().max() <= 8 * ulp * want_dx.float().abs().max()

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .. import errors
 from ..spec import LAYER_NORM, RMS_NORM
-from ._util import shape_of
+from ._util import compute_dtype, shape_of
 from .autograd import NormalizeFunction
 
 __all__ = ["layer_norm_hand", "RMSNormFunction", "rms_norm_hand"]
@@ -65,8 +65,16 @@ class RMSNormFunction(torch.autograd.Function):
 
 def rms_norm_hand(input: Tensor, normalized_shape: Sequence[int],
                   weight: Optional[Tensor] = None, eps: Optional[float] = None) -> Tensor:
-    """RMSNorm through :class:`RMSNormFunction` (the hand-written backward)."""
+    """RMSNorm through :class:`RMSNormFunction` (the hand-written backward).
+
+    Half-precision input is computed in float32 and rounded back, and
+    ``eps=None`` is float32's machine epsilon then, as in
+    :func:`normtext.torch.functional.rms_norm` and PyTorch.
+    """
     ns = errors.check_normalized_shape_type(normalized_shape, "rms_norm")
     errors.check_layer_norm(tuple(input.shape), ns, weight=shape_of(weight), op="rms_norm")
-    eps = torch.finfo(input.dtype).eps if eps is None else eps
-    return RMSNormFunction.apply(input, weight, RMS_NORM.reduce_axes(input.ndim, len(ns)), eps)
+    x = input.to(compute_dtype(input.dtype))
+    eps = torch.finfo(x.dtype).eps if eps is None else eps
+    w = None if weight is None else weight.to(x.dtype)
+    y = RMSNormFunction.apply(x, w, RMS_NORM.reduce_axes(input.ndim, len(ns)), eps)
+    return y.to(input.dtype)
