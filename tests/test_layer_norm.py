@@ -415,12 +415,12 @@ def test_calc_activation_shape_matches_real_convolutions(dim, k, d, s, p):
     assert got == tuple(out) and all(type(n) is int for n in got)
 
 
-def test_seed000_net_runs_and_uses_layer_norm_over_chw():
-    from normtext.experiments.models import Seed000Net
-    net = Seed000Net()
+def test_tutorial_cnn_runs_and_uses_layer_norm_over_chw():
+    from normtext.experiments.models import TutorialCNN
+    net = TutorialCNN()
     assert net(torch.rand(2, 1, 28, 28)).shape == (2, 10)
     assert net.norm1.normalized_shape == (5, 26, 26) and net.norm2.normalized_shape == (10, 24, 24)
-    assert isinstance(Seed000Net(layer_norm=False).norm1, torch.nn.Identity)
+    assert isinstance(TutorialCNN(layer_norm=False).norm1, torch.nn.Identity)
 
 
 @pytest.mark.parametrize("hand,builtin", [(nt.rms_norm_hand, TF.rms_norm),

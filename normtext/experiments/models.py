@@ -129,7 +129,7 @@ def calc_activation_shape(dim, ksize, dilation=(1, 1), stride=(1, 1), padding=(0
     return shape_each_dim(0), shape_each_dim(1)
 
 
-class Seed000Net(nn.Module):
+class TutorialCNN(nn.Module):
     """The LayerNorm tutorial's two-convolution network with LayerNorm over (C, H, W), made to run.
 
     The tutorial's code fails in five places: ``torch.nn.Conv2D`` and ``torch.nn.Dense``
@@ -165,25 +165,3 @@ class Seed000Net(nn.Module):
         x = F.relu(self.norm1(self.layer1(inputs)))
         x = F.relu(self.norm2(self.layer2(x)))
         return self.layer3(x.flatten(1))                # logits: the loss applies the softmax
-
-
-def seed001_lenet(dense_norm: Optional[str] = None, conv_norm: bool = False) -> nn.Sequential:
-    """The Keras LeNet of senliuy's BN-vs-LN study, in PyTorch: conv 6@5x5, pool, conv 16@5x5, pool, dense 120, 84, 10, tanh.
-
-    Args:
-        dense_norm: ``None``, ``"bn"`` (``nn.BatchNorm1d``) or ``"ln"``
-            (``normtext.torch.LayerNorm``) after the tanh of each hidden dense
-            layer, where the study's ``model.add(LayerNormalization())`` puts it.
-        conv_norm: also put a LayerNorm over (C, H, W) after each convolution's
-            tanh (the study's section 3.3).
-    """
-    norm = {None: None, "bn": nn.BatchNorm1d, "ln": nt.LayerNorm}[dense_norm]
-    after = lambda n: [norm(n)] if norm is not None else []
-    conv_ln = lambda shape: [nt.LayerNorm(shape)] if conv_norm else []
-    return nn.Sequential(
-        nn.Conv2d(1, 6, 5), nn.Tanh(), *conv_ln([6, 24, 24]), nn.MaxPool2d(2, 2),
-        nn.Conv2d(6, 16, 5), nn.Tanh(), *conv_ln([16, 8, 8]), nn.MaxPool2d(2, 2),
-        nn.Flatten(),
-        nn.Linear(16 * 4 * 4, 120), nn.Tanh(), *after(120),
-        nn.Linear(120, 84), nn.Tanh(), *after(84),
-        nn.Linear(84, 10))   # the softmax is in the loss
