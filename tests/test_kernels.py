@@ -213,13 +213,30 @@ def test_group_norm_weight_without_bias():
 # --- layouts, threads, edge cases -------------------------------------------------------
 
 @pytest.mark.parametrize("rows", [1, 3])
-def test_fewer_rows_than_threads_and_uneven_split(rows):
+def test_fewer_rows_than_threads_and_uneven_split(rows, monkeypatch):
     """The backward keeps one partial dgamma per thread; 1 or 3 rows on 2 threads."""
+    monkeypatch.setattr(cpu, "SERIAL_BELOW", 0)  # split even these small inputs
     x, dy, w, b = _inputs((rows, 260), (260,), "float64", True)
     _, grads = _grads(lambda x, w, b: K.layer_norm(x, (260,), w, b), x, dy, [w, b])
     _, grads_bi = _grads(lambda x, w, b: TF.layer_norm(x, (260,), w, b), x, dy, [w, b])
     for got, want in zip(grads, grads_bi):
         torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_small_inputs_run_on_one_thread_large_ones_on_torchs_threads():
+    """Waking a second thread costs more than a small loop saves: below SERIAL_BELOW, one part."""
+    import numba
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert cpu._threads(rows=64, numel=64 * 64) == 1
+        assert numba.get_num_threads() == 1
+        want = min(2, numba.config.NUMBA_NUM_THREADS)
+        assert cpu._threads(rows=64, numel=cpu.SERIAL_BELOW) == want
+        assert numba.get_num_threads() == want
+        assert cpu._threads(rows=1, numel=cpu.SERIAL_BELOW) == 1  # at most one part per row
+    finally:
+        torch.set_num_threads(old)
 
 
 def test_non_contiguous_input():

@@ -169,13 +169,13 @@ def one_pass_backward(dy, x, mean, rstd, w, dx, dw, db):
 
 def parallel_forward(x, w, b, eps, y, mean, rstd):
     """Step 4: normtext's kernel (:func:`normtext.kernels._numba.layer_norm_forward`)."""
-    cpu._threads(x.shape[0])
+    cpu._threads(x.shape[0], x.size)
     cpu.kernels().layer_norm_forward(x, w, b, float(eps), y, mean, rstd)
 
 
 def parallel_backward(dy, x, mean, rstd, w, dx, dw, db):
     """Step 4: normtext's kernel, its per-thread partial rows of dgamma and dbeta summed here."""
-    parts = cpu._threads(x.shape[0])
+    parts = cpu._threads(x.shape[0], x.size)
     dw_part = np.zeros((parts, x.shape[1]), x.dtype)
     db_part = np.zeros((parts, x.shape[1]), x.dtype)
     cpu.kernels().layer_norm_backward(dy, x, mean, rstd, w, dx, dw_part, db_part)
