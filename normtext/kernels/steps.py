@@ -105,8 +105,9 @@ def fused_stats_forward(x, w, b, eps, y, mean, rstd):
     for i in range(rows):                       # pass 1: the mean and variance together
         mean[i], rstd[i] = _shifted_moments(x[i], eps)
     for i in range(rows):                       # pass 2: y = (x - mu) * rstd * gamma + beta
+        mu, r = mean[i], rstd[i]
         for j in range(m):
-            y[i, j] = (x[i, j] - mean[i]) * rstd[i] * w[j] + b[j]
+            y[i, j] = (x[i, j] - mu) * r * w[j] + b[j]
 
 
 @njit(**_JIT)
@@ -115,18 +116,20 @@ def fused_stats_backward(dy, x, mean, rstd, w, dx, dw, db):
     dw[:] = 0.0
     db[:] = 0.0
     for i in range(rows):                       # dbeta and dgamma in one pass
+        mu, r = mean[i], rstd[i]
         for j in range(m):
             db[j] += dy[i, j]
-            dw[j] += dy[i, j] * (x[i, j] - mean[i]) * rstd[i]
+            dw[j] += dy[i, j] * (x[i, j] - mu) * r
     for i in range(rows):                       # the two row sums in one loop, then dx
+        mu, r = mean[i], rstd[i]
         s1, s2 = 0.0, 0.0
         for j in range(m):
             g = dy[i, j] * w[j]
             s1 += g
-            s2 += g * (x[i, j] - mean[i]) * rstd[i]
+            s2 += g * (x[i, j] - mu) * r
         for j in range(m):
-            xh = (x[i, j] - mean[i]) * rstd[i]
-            dx[i, j] = rstd[i] * (dy[i, j] * w[j] - s1 / m - xh * s2 / m)
+            xh = (x[i, j] - mu) * r
+            dx[i, j] = r * (dy[i, j] * w[j] - s1 / m - xh * s2 / m)
 
 
 @njit(**_JIT)
