@@ -6,6 +6,7 @@ from typing import Dict, List, Sequence, Union
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from normtext.experiments.train import History
 
@@ -80,6 +81,7 @@ def plot_histories(runs: Dict[str, Union[History, List[History]]],
                 std = values.std(axis=0)
                 ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # no epoch 1.5
         ax.set_ylabel(_LABELS.get(metric, metric))
         if metric == "loss" and logy_loss:
             ax.set_yscale("log")

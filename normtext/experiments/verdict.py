@@ -66,7 +66,7 @@ class Verdict:
         """The sentence that fits the outcome, so that a chapter's prose stays true on a rerun."""
         text = {"reproduced": reproduced, "contradicted": contradicted,
                 "inconclusive": inconclusive}[self.outcome]
-        return text + (f" ({QUICK_NOTE}.)" if self.quick else "")
+        return text + (f" ({QUICK_NOTE})" if self.quick else "")
 
     def __str__(self) -> str:
         line = (f"{self.outcome}: {self.claim}: difference {self.mean:+.3g}, "
