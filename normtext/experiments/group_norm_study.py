@@ -97,7 +97,7 @@ def packed_cnn(k: int, norm: str, groups: int, channels: Sequence[int] = (16, 16
 
 @torch.no_grad()
 def pack(nets: Sequence[nn.Sequential], norm: str, groups: int) -> nn.Sequential:
-    """The packed network whose slice ``j`` holds the weights of ``nets[j]`` (``small_cnn``s)."""
+    """The packed network whose slice ``j`` holds the weights of ``nets[j]`` (each a ``small_cnn``)."""
     packed = packed_cnn(len(nets), norm, groups)
     kinds = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.GroupNorm)
     layers = [m for m in packed if isinstance(m, kinds)]
