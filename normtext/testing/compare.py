@@ -263,7 +263,7 @@ class GluonLayer:
         with autograd.record():
             y = self.block(xn)
         y.backward(nd.array(dy, ctx=self.ctx, dtype=dtype))
-        nd.waitall()  # a Python autograd.Function's backward runs asynchronously
+        nd.waitall()  # MXNet's engine runs the backward (and the statistics update) asynchronously
         out = {"output": y, "input grad": xn.grad}
         for key, name in (("gamma", "gamma grad"), ("beta", "beta grad")):
             p = getattr(self.block, key, None)
