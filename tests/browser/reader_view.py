@@ -31,8 +31,8 @@ from pathlib import Path
 
 # Below this many screen pixels per figure inch, matplotlib's 8-10 pt labels are under 8 px.
 MIN_PX_PER_FIGURE_INCH = 70.0
-# Visible code at most this share of a chapter page's text (asserted only when
-# NORMTEXT_CODE_SHARE_LIMIT=1 is set).
+# Visible code at most this share of a chapter page's text (asserted unless
+# NORMTEXT_CODE_SHARE_LIMIT=0: the book teaches in prose, code folded where it is harness).
 CODE_SHARE_LIMIT = 0.20
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
