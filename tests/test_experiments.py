@@ -186,6 +186,13 @@ def test_setup_seeds_prints_the_environment_and_returns_the_flags(capsys, monkey
     assert "QUICK" in out and first.quick and isinstance(first.device, torch.device)
     assert first.rng.standard_normal() == second.rng.standard_normal()
     assert ("mxnet not installed" in out) == (not first.has_mxnet)   # said once, in the versions
+    # MXNet's import (in seed_everything) sets the shared OpenMP pool to one thread:
+    # setup() gives PyTorch the machine's CPUs back, or the count asked for
+    assert torch.get_num_threads() == notebook.default_threads()
+    notebook.setup(seed=3, threads=1)
+    assert torch.get_num_threads() == 1
+    notebook.setup(seed=3)
+    assert torch.get_num_threads() == notebook.default_threads()
 
 
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")

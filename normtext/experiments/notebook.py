@@ -5,6 +5,7 @@ error checks.
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any, Callable, Dict, NamedTuple
 
 import numpy as np
@@ -16,7 +17,7 @@ from normtext.experiments.plot import use_book_style
 from normtext.experiments.train import seed_everything, torch_device
 from normtext.testing.provenance import environment, environment_line
 
-__all__ = ["Setup", "setup", "show_source", "parity_row", "error_of", "error_table"]
+__all__ = ["Setup", "setup", "default_threads", "show_source", "parity_row", "error_of", "error_table"]
 
 
 
@@ -32,18 +33,19 @@ class Setup(NamedTuple):
 def setup(seed: int = 0, threads: int | None = None) -> Setup:
     """A chapter's opening bookkeeping, in one call.
 
-    Sets PyTorch's thread count when ``threads`` is given (before anything
-    runs), draws matplotlib figures inline in the book's style (sized for its
+    Sets PyTorch's thread count to ``threads``, or by default to the number of
+    CPUs this process may use (importing MXNet sets the OpenMP pool it shares
+    with PyTorch to one thread, so a chapter that imports it would otherwise run
+    PyTorch on one core, and compare it unfairly with code that uses them all), draws matplotlib figures inline in the book's style (sized for its
     column: :func:`normtext.experiments.plot.use_book_style`), seeds Python, NumPy, PyTorch and
     MXNet with ``seed``, and prints the environment one item a line (versions,
     with a note when MXNet is missing and its cells skip, and the device the
     chapter runs on) and whether the experiments run in quick mode.
     """
-    if threads is not None:
-        torch.set_num_threads(threads)
     _matplotlib_inline()
     use_book_style()
-    seed_everything(seed)
+    seed_everything(seed)             # imports MXNet, when it is installed
+    torch.set_num_threads(threads or default_threads())
     device = torch_device()
     has_mxnet = mxnet_available()
     # one item a line: the whole line is wider than the book's text column
@@ -52,6 +54,13 @@ def setup(seed: int = 0, threads: int | None = None) -> Setup:
     print("experiments:", "QUICK (fewer data, epochs and seeds: verdicts mean nothing)"
           if quick else "full")
     return Setup(quick, has_mxnet, device, np.random.default_rng(seed))
+
+
+def default_threads() -> int:
+    """``OMP_NUM_THREADS`` when it is set, else the CPUs this process may run on."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _matplotlib_inline() -> None:
