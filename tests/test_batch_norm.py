@@ -106,7 +106,12 @@ def test_functional_without_running_stats_in_training():
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_functional_low_precision_accumulates_in_float32(dtype):
-    x = (torch.randn(64, 4, 8, 8) * 2 + 100).to(dtype)
+    # A seeded input: rounded to float16/bfloat16, x takes a few dozen distinct values per
+    # channel, so when one of them lands within float32's error of a rounding boundary all
+    # its copies miss the exact rounding together (about 1 input in 300 then fails the
+    # 0.05 % count below, with 0.3-0.9 % of the elements one unit off).
+    g = torch.Generator().manual_seed(0)
+    x = (torch.randn(64, 4, 8, 8, generator=g) * 2 + 100).to(dtype)
     y = nt.functional.batch_norm(x, None, None, training=True)
     assert y.dtype == dtype
     truth = ref.batch_norm(x.double().numpy(), training=True).y
