@@ -243,6 +243,14 @@ def _stop(procs, grace: float) -> None:
             p.join()
 
 
+def _write_line(line: str) -> None:
+    # torchrun's processes share one stdout pipe. print() writes the text and the
+    # newline in two calls, so under unbuffered output another process's line can
+    # land between them; one write() of under PIPE_BUF bytes reaches a pipe whole.
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m normtext.distributed",
@@ -262,12 +270,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group(backend, timeout=timedelta(seconds=opts.timeout))
         value = fn()
-        print(f"rank {dist.get_rank()} of {dist.get_world_size()}: {value}")
+        _write_line(f"rank {dist.get_rank()} of {dist.get_world_size()}: {value}")
         dist.destroy_process_group()
         return 0
     values = launch(fn, opts.nproc, backend=opts.backend or "gloo", timeout=opts.timeout,
                     threads=opts.threads)
     for rank, value in enumerate(values):
-        print(f"rank {rank} of {opts.nproc}: {value}")
+        _write_line(f"rank {rank} of {opts.nproc}: {value}")
     return 0
 
