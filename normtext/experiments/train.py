@@ -141,8 +141,7 @@ def train_gluon(net, data, *, epochs: int, lr: float, batch_size: int, ctx=None,
     ``net`` is an initialized block, or a function that builds and initializes
     one after the generators are seeded.
     """
-    import mxnet as mx
-    from mxnet import autograd, gluon
+    from mxnet import gluon
 
     ctx = mxnet_context() if ctx is None else ctx
     seed_everything(seed)
@@ -151,24 +150,33 @@ def train_gluon(net, data, *, epochs: int, lr: float, batch_size: int, ctx=None,
     trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
     loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
     history = History(label=label, device=str(ctx), seed=seed)
-    # train_torch's loop in Gluon's words: the two frameworks share no step to factor out
     for _ in tqdm(range(epochs), desc=label or "train", disable=not progress, leave=False):
-        start, total, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
-        for X, y in train_iter:
-            X, y = X.as_in_context(ctx), y.as_in_context(ctx)
-            with autograd.record():
-                logits = net(X)
-                loss = loss_fn(logits, y)
-            loss.backward()
-            trainer.step(len(y))
-            loss_sum += loss.sum().asscalar()
-            correct += (logits.argmax(axis=1) == y).sum().asscalar()
-            total += len(y)
-        mx.nd.waitall()
-        seconds = time.perf_counter() - start
-        history.log(loss_sum / total, correct / total,
-                    evaluate_gluon(net, data.X_test, data.y_test, ctx), seconds)
+        loss, accuracy, seconds = gluon_epoch(net, train_iter, trainer, loss_fn, ctx)
+        history.log(loss, accuracy, evaluate_gluon(net, data.X_test, data.y_test, ctx), seconds)
     return history
+
+
+def gluon_epoch(net, train_iter, trainer, loss_fn, ctx) -> tuple:
+    """One epoch of SGD in Gluon: ``(mean loss, accuracy, seconds)`` (also what the benchmark times).
+
+    train_torch's loop in Gluon's words: the two frameworks share no step to factor out.
+    """
+    import mxnet as mx
+    from mxnet import autograd
+
+    start, total, correct, loss_sum = time.perf_counter(), 0, 0, 0.0
+    for X, y in train_iter:
+        X, y = X.as_in_context(ctx), y.as_in_context(ctx)
+        with autograd.record():
+            logits = net(X)
+            loss = loss_fn(logits, y)
+        loss.backward()
+        trainer.step(len(y))
+        loss_sum += loss.sum().asscalar()
+        correct += (logits.argmax(axis=1) == y).sum().asscalar()
+        total += len(y)
+    mx.nd.waitall()
+    return loss_sum / total, correct / total, time.perf_counter() - start
 
 
 def evaluate_gluon(net, X, y, ctx, batch_size: int = 1000) -> float:
