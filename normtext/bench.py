@@ -337,59 +337,6 @@ def bench_mxnet_case(case: registry.NormCase, shape, *, repeats: int = 5,
     return rows
 
 
-def bench_gluon_lenet(*, rounds: int = 5, batch_size: int = 256, lr: float = 1.0,
-                      seed: int = 0) -> dict:
-    """Seconds per training epoch of LeNet with Gluon's BatchNorm and with normtext's (CPU).
-
-    The BatchNorm chapter's Gluon network (:func:`normtext.experiments.gluon_models.lenet`:
-    a BatchNorm after each convolution and hidden dense layer, sigmoid) on the
-    4,000 training digits of :func:`normtext.experiments.data.mnist_5k`, batch
-    256, SGD, one epoch as :func:`normtext.experiments.train.train_gluon` runs it.
-    After a warm-up epoch each, the two networks train an epoch in turn for
-    ``rounds`` rounds, the first of each pair alternating; the ratio is taken
-    per round. Returns the seconds of each net and the ratio's quartiles.
-    """
-    from mxnet import gluon
-    from normtext.experiments import data, gluon_models, train
-
-    digits = data.mnist_5k()
-    train.seed_everything(seed)
-    loader = data.gluon_loader(digits.X_train, digits.y_train, batch_size, shuffle=True)
-    ctx = train.mxnet_context()
-    loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()
-    runs = {}
-    for name, norm in (("built-in", gluon_models.gluon_batch_norm),
-                       ("normtext", gluon_models.normtext_batch_norm)):
-        net = gluon_models.lenet(norm, ctx=ctx)
-        trainer = gluon.Trainer(net.collect_params(), "sgd", {"learning_rate": lr})
-        runs[name] = (net, trainer)
-    def epoch(name):
-        net, trainer = runs[name]
-        return train.gluon_epoch(net, loader, trainer, loss_fn, ctx)[2]
-
-    for name in runs:
-        epoch(name)  # warm-up: allocation, first-call setup
-    seconds: Dict[str, List[float]] = {name: [] for name in runs}
-    for r in range(rounds):
-        for name in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
-            seconds[name].append(epoch(name))
-    ratios = [t / t0 for t, t0 in zip(seconds["normtext"], seconds["built-in"])]
-    r1, rmed, r3 = quartiles(ratios)
-    return {"model": "LeNet + BatchNorm (Gluon), 4,000 digits, batch 256",
-            "seconds_built_in": seconds["built-in"], "seconds_normtext": seconds["normtext"],
-            "median_s_built_in": statistics.median(seconds["built-in"]),
-            "median_s_normtext": statistics.median(seconds["normtext"]),
-            "ratio": rmed, "ratio_q1": r1, "ratio_q3": r3, "rounds": rounds}
-
-
-def format_gluon_lenet(result: dict) -> str:
-    """One line: seconds per epoch of each and the paired ratio."""
-    return (f"{result['model']}: seconds per epoch, Gluon's BatchNorm "
-            f"{result['median_s_built_in']:.2f}, normtext's {result['median_s_normtext']:.2f}; "
-            f"normtext/Gluon {result['ratio']:.2f} [{result['ratio_q1']:.2f}-"
-            f"{result['ratio_q3']:.2f}] over {result['rounds']} paired epochs")
-
-
 def format_mxnet_table(results: dict) -> str:
     """The MXNet rows as text: time of Gluon's block and ratios to it."""
     rows = results.get("mxnet_rows") or []
@@ -417,14 +364,13 @@ def run(*, quick: bool = False, device: str = "cpu", dtype: str = "float32",
         norms: Optional[Sequence[str]] = None, shapes: Optional[Dict[str, Sequence]] = None,
         repeats: Optional[int] = None, min_time: Optional[float] = None,
         compile: bool = True, bandwidth_bytes: Optional[int] = None, mxnet: bool = False,
-        lenet_rounds: Optional[int] = None, fused: bool = True,
-        progress: Callable[[str], None] = lambda s: None) -> dict:
+        fused: bool = True, progress: Callable[[str], None] = lambda s: None) -> dict:
     """Benchmark every available norm; returns ``{"environment", "bandwidth", "rows"}``.
 
     ``shapes`` maps a norm's name to the shapes to time (default: the registry's
     quick or full shapes); ``norms`` restricts the norms. ``mxnet``: also the
-    Gluon blocks (``"mxnet_rows"``) and ``lenet_rounds`` paired LeNet epochs
-    (:func:`bench_gluon_lenet`, ``"gluon_lenet"``; default 3 quick, 7 full; 0: none).
+    Gluon blocks (``"mxnet_rows"``; a whole network's epochs, Gluon's BatchNorm
+    against normtext's, are timed by ``python -m normtext.experiments.gluon_models``).
     """
     if quick:
         norms = norms or QUICK_NORMS
@@ -455,10 +401,6 @@ def run(*, quick: bool = False, device: str = "cpu", dtype: str = "float32",
                     progress(f"MXNet {case.name} {tuple(shape)}")
                     mxnet_rows += bench_mxnet_case(case, tuple(shape), repeats=repeats,
                                                    min_time=min_time)
-            lenet_rounds = (3 if quick else 7) if lenet_rounds is None else lenet_rounds
-            if lenet_rounds:
-                progress("MXNet LeNet epochs, Gluon's BatchNorm and normtext's")
-                gluon_lenet = bench_gluon_lenet(rounds=lenet_rounds)
     bw_end = copy_bandwidth(device, bandwidth_bytes, repeats=repeats)
     bw["bytes_per_s_at_end"] = bw_end["bytes_per_s"]
     env = environment(device)
@@ -466,8 +408,6 @@ def run(*, quick: bool = False, device: str = "cpu", dtype: str = "float32",
     out = {"environment": env, "bandwidth": bw, "rows": rows}
     if mxnet:
         out["mxnet_rows"] = mxnet_rows
-        if mxnet_available() and lenet_rounds:
-            out["gluon_lenet"] = gluon_lenet
     return out
 
 
@@ -592,10 +532,7 @@ def write_json(results: dict, path: str) -> None:
     """``{"provenance": {...}, "records": [...]}``: :func:`provenance` once, :func:`records`."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        out = {"provenance": provenance(results), "records": records(results)}
-        if "gluon_lenet" in results:
-            out["gluon_lenet"] = results["gluon_lenet"]
-        json.dump(out, f, indent=1)
+        json.dump({"provenance": provenance(results), "records": records(results)}, f, indent=1)
 
 
 def read(path: str) -> dict:
@@ -636,8 +573,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(format_table(results))
     if args.mxnet:
         print(format_mxnet_table(results))
-        if "gluon_lenet" in results:
-            print(format_gluon_lenet(results["gluon_lenet"]))
     print(f"total {results['environment']['wall_s']:.0f} s")
     out = args.out or ("gpu-bench.json" if args.device.startswith("cuda") else None)
     if out:

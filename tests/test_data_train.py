@@ -90,6 +90,21 @@ def test_gluon_training_runs():
     assert len(h.loss) == 1 and np.isfinite(h.loss[0]) and h.device == "cpu(0)"
 
 
+def test_gluon_epoch_timing_pairs_the_epochs_of_the_two_networks(tmp_path, capsys):
+    pytest.importorskip("mxnet")
+    from normtext.experiments import gluon_models as gmodels
+    assert gmodels.main(["--rounds", "2", "--json", str(tmp_path / "lenet.json")]) == 0
+    res = json.loads((tmp_path / "lenet.json").read_text())
+    built_in, ours = res["seconds_built_in"], res["seconds_normtext"]
+    assert len(built_in) == len(ours) == 2 and min(built_in + ours) > 0
+    # the ratio is taken per round, then summarised: not a ratio of the medians
+    ratios = sorted(t / t0 for t, t0 in zip(ours, built_in))
+    assert res["ratio"] == pytest.approx(sum(ratios) / 2)
+    assert res["ratio_q1"] <= res["ratio"] <= res["ratio_q3"]
+    assert res["environment"]["torch"] == torch.__version__
+    assert capsys.readouterr().out.strip() == gmodels.describe(res)
+
+
 def test_train_step_returns_the_summed_loss_and_the_correct_count():
     torch.manual_seed(0)
     net = torch.nn.Linear(4, 3)
