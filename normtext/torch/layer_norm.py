@@ -58,7 +58,7 @@ class RMSNormFunction(torch.autograd.Function):
             lead = tuple(range(dy.ndim - weight.ndim))
             d_weight = (dy * x_hat).sum(dim=lead) if lead else dy * x_hat   # sum dy x_hat
         g = dy if weight is None else dy * weight                          # dL/dx_hat
-        # dL/dx = r * (g - x_hat * mean(g * x_hat))
+        # dL/dx = (1/r) * (g - x_hat * mean(g * x_hat)), 1/r = inv_rms
         dx = inv_rms * (g - x_hat * (g * x_hat).mean(dim=axes, keepdim=True))
         return dx, d_weight, None, None
 
