@@ -141,6 +141,10 @@ def family_table(input_shape: Sequence[int] = (8, 6, 4, 4), groups: int = 2, k: 
         if spec.grouped:
             view = (n, groups, prod(input_shape) // (n * groups))
             m = spec.reduction_size(view, k)
+        elif spec is LOCAL_RESPONSE_NORM:
+            # overlapping windows of `size` neighbouring channels (fewer at the edges): its
+            # reduce axis is the channel axis, but no statistic covers all of it unless size >= C
+            m = f"window: size ≤ {c}"
         else:
             m = spec.reduction_size(input_shape, k)
         gamma = [input_shape[i] for i in spec.affine_axes(len(input_shape), k)]

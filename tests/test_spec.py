@@ -32,5 +32,6 @@ def test_family_table_counts_elements_per_statistic():
     assert rows["InstanceNorm"]["elements per statistic"] == 16
     assert rows["GroupNorm"]["elements per statistic"] == 3 * 16
     assert rows["LocalResponseNorm"]["gamma/beta shape"] == "none"
+    assert rows["LocalResponseNorm"]["elements per statistic"] == "window: size ≤ 6"
     assert {r["norm"] for r in rows.values()} >= {"BatchNorm", "LayerNorm", "InstanceNorm",
                                                   "GroupNorm", "SyncBatchNorm", "LocalResponseNorm"}

@@ -86,7 +86,7 @@ class LlamaRMSNorm(nn.Module):
 
     Args:
         dim: the size of the last axis.
-        eps: added to the mean square. Default: 1e-6 (LLaMA's).
+        eps: added to the mean square. Default: 1e-6 (the first LLaMA's; LLaMA 2 uses 1e-5).
     """
 
     def __init__(self, dim: int, eps: float = 1e-6, device=None, dtype=None) -> None:
