@@ -15,9 +15,10 @@ What crosses the network, per layer and step (``C`` channels):
 
       n = sum n_p,  mean = S / n,  var = (Q - S^2 / n) / n
 
-  (Chan et al.'s pairwise combination rewritten as a sum, so one ``all_reduce``
-  serves unequal batch sizes; float64 keeps the cancellation in ``Q - S^2/n``
-  below float32's resolution while ``|mean| / std < 1e4``.)
+  (the sum-of-squares formula, not Chan et al.'s pairwise update: sums let one
+  ``all_reduce`` serve unequal batch sizes, and its cancellation in
+  ``Q - S^2/n`` is safe only because it runs in float64, which keeps it below
+  float32's resolution while ``|mean| / std < 1e4``.)
 * backward: one ``all_reduce`` of ``2C`` numbers, ``sum dy`` and
   ``sum dy * x_hat`` per channel, because the input gradient of a normalized
   value depends on the whole batch::
