@@ -66,6 +66,8 @@ class NormSpec:
         tracks_running_stats: the PyTorch default for keeping running
             statistics (``None``: the layer has no such option).
         grouped: statistics are taken on the view ``(N, G, -1)``.
+        windowed: each statistic covers a window of its reduce axis (LRN's
+            ``size`` neighbouring channels, fewer at the edges), not all of it.
         across_processes: the statistics are summed over all processes.
     """
 
@@ -76,6 +78,7 @@ class NormSpec:
     statistic: str = "mean and variance"
     tracks_running_stats: bool | None = None
     grouped: bool = False
+    windowed: bool = False
     across_processes: bool = False
 
     def param_shape(self, input_shape: Sequence[int], k: int = 1) -> tuple[int, ...]:
@@ -127,7 +130,8 @@ GROUP_NORM = NormSpec(
     reduce_axes=_within_group, affine_axes=_channel, grouped=True)
 LOCAL_RESPONSE_NORM = NormSpec(
     "LocalResponseNorm", "a window of neighbouring channels, per sample and position",
-    reduce_axes=_channel, affine_axes=_none, statistic="windowed sum of squares")
+    reduce_axes=_channel, affine_axes=_none, statistic="windowed sum of squares",
+    windowed=True)
 
 FAMILY = (BATCH_NORM, LAYER_NORM, INSTANCE_NORM, GROUP_NORM, SYNC_BATCH_NORM,
           LOCAL_RESPONSE_NORM, RMS_NORM)
@@ -141,9 +145,9 @@ def family_table(input_shape: Sequence[int] = (8, 6, 4, 4), groups: int = 2, k: 
         if spec.grouped:
             view = (n, groups, prod(input_shape) // (n * groups))
             m = spec.reduction_size(view, k)
-        elif spec is LOCAL_RESPONSE_NORM:
-            # overlapping windows of `size` neighbouring channels (fewer at the edges): its
-            # reduce axis is the channel axis, but no statistic covers all of it unless size >= C
+        elif spec.windowed:
+            # overlapping windows of `size` neighbours along the reduce axis (the channels):
+            # no statistic covers the whole axis unless size >= C
             m = f"window: size ≤ {c}"
         else:
             m = spec.reduction_size(input_shape, k)
