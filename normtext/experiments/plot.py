@@ -6,11 +6,12 @@ from typing import Dict, List, Sequence, Union
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from normtext.experiments.train import History
 
-__all__ = ["COLUMN_INCHES", "DPI", "BOOK_STYLE", "use_book_style", "column_figsize", "plot_histories"]
+__all__ = ["COLUMN_INCHES", "DPI", "BOOK_STYLE", "use_book_style", "column_figsize",
+           "label_log_axis", "plot_histories"]
 
 #: The book's text column is about 690 screen pixels wide. A figure drawn at
 #: ``DPI`` pixels per inch and at most ``COLUMN_INCHES`` wide is shown at its
@@ -55,6 +56,20 @@ def column_figsize(panels: int = 1, height: float = 3.0) -> tuple:
     if panels > 3:
         raise ValueError(f"{panels} panels side by side do not fit the column; use two rows")
     return (COLUMN_INCHES, height)
+
+def label_log_axis(axis) -> None:
+    """Label a log-scale axis in plain numbers (0.2, not 2 x 10^-1) at 1-2-5 steps.
+
+    matplotlib labels only the powers of ten of a log axis, so a range within
+    a decade or two shows one label or none. Its ``LogLocator`` with 1-2-5
+    ``subs`` puts labelled ticks at 1, 2 and 5 times each power of ten, and on
+    a range holding at most one of those it falls back to evenly spaced ticks
+    (matplotlib's ``AutoLocator``), so every figure gets readable values.
+    """
+    axis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
 
 _LABELS = {"loss": "training loss", "train_acc": "train accuracy", "test_acc": "test accuracy",
            "seconds": "seconds per epoch"}
